@@ -1,0 +1,13 @@
+# Third-party dependencies; every one comes from a Debian 12 package (see scripts/setup).
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(fmt CONFIG REQUIRED)
+find_package(GTest CONFIG REQUIRED)
+find_package(benchmark CONFIG REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
+find_library(AIO_LIBRARY aio REQUIRED)
+find_path(AIO_INCLUDE_DIR libaio.h REQUIRED)

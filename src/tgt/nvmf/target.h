@@ -1,0 +1,160 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "common/uuid.h"
+#include "nlohmann/json.hpp"
+#include "reactor/reactor.h"
+#include "tgt/bdev/bdev_manager.h"
+#include "tgt/nvmf/listen_address.h"
+#include "tgt/nvmf/poll_group.h"
+#include "tgt/nvmf/tcp_transport.h"
+
+namespace smad::tgt {
+
+using Json = nlohmann::json;
+
+// One namespace of a subsystem: a bdev opened and claimed by the target.
+struct Namespace {
+  uint32_t nsid = 0;
+  std::string bdev_name;
+  Uuid uuid;
+  std::array<uint8_t, 16> nguid{};
+  std::optional<uint64_t> eui64;
+  std::unique_ptr<BdevDesc> desc;
+  Bdev* bdev() const { return &desc->bdev(); }
+};
+
+// What nvmf_create_subsystem takes.
+struct SubsystemParams {
+  std::string nqn;
+  std::string serial_number = "00000000000000000000";
+  std::string model_number = "SPDK bdev Controller";
+  bool allow_any_host = false;
+  uint32_t max_namespaces = 32;
+  uint16_t min_cntlid = 1;
+  uint16_t max_cntlid = 0xffef;
+};
+
+// What nvmf_subsystem_add_ns takes.
+struct NamespaceParams {
+  std::string bdev_name;
+  uint32_t nsid = 0;  // 0: lowest free
+  std::optional<Uuid> uuid;
+  std::optional<std::array<uint8_t, 16>> nguid;
+  std::optional<uint64_t> eui64;
+};
+
+// An NVM subsystem (or the discovery subsystem). Owned by NvmfTarget; control thread only.
+class Subsystem {
+ public:
+  Subsystem(uint32_t id, SubsystemParams params, bool discovery)
+      : id_(id), params_(std::move(params)), discovery_(discovery) {}
+
+  uint32_t id() const { return id_; }
+  const std::string& nqn() const { return params_.nqn; }
+  bool is_discovery() const { return discovery_; }
+  const SubsystemParams& params() const { return params_; }
+  const std::vector<std::string>& hosts() const { return hosts_; }
+  const std::vector<ListenAddress>& listeners() const { return listeners_; }
+  const std::map<uint32_t, std::unique_ptr<Namespace>>& namespaces() const { return namespaces_; }
+  // Whether `hostnqn` may connect (allow_any_host or listed).
+  bool HostAllowed(const std::string& hostnqn) const;
+  Json Describe() const;
+
+ private:
+  friend class NvmfTarget;
+  uint32_t id_;
+  SubsystemParams params_;
+  bool discovery_;
+  std::vector<std::string> hosts_;
+  std::vector<ListenAddress> listeners_;
+  std::map<uint32_t, std::unique_ptr<Namespace>> namespaces_;
+  // Changes that pause the subsystem run one at a time, in arrival order.
+  std::deque<absl::AnyInvocable<void(absl::AnyInvocable<void()>)>> pending_;
+  bool changing_ = false;
+  bool deleted_ = false;
+};
+
+// The NVMe-oF target: transports, subsystems and their namespaces, listeners and hosts, and the
+// per-reactor poll groups that the data path runs on. Every change that affects what hosts see goes
+// through pause / update / resume of the subsystem on every poll group, as in SPDK.
+//
+// Thread safety: all methods on the control thread; callbacks run there.
+class NvmfTarget {
+ public:
+  using Done = absl::AnyInvocable<void(absl::Status)>;
+
+  NvmfTarget(Reactor& control, ReactorSet& reactors, BdevManager& bdevs);
+  ~NvmfTarget();
+  NvmfTarget(const NvmfTarget&) = delete;
+  NvmfTarget& operator=(const NvmfTarget&) = delete;
+
+  // Errors: AlreadyExists if a TCP transport exists; InvalidArgument for other trtypes.
+  absl::Status CreateTransport(const TransportOptions& options);
+  TcpTransport* transport() { return transport_.get(); }
+
+  // Errors: InvalidArgument (bad NQN / serial / model / cntlid range), AlreadyExists.
+  absl::Status CreateSubsystem(const SubsystemParams& params);
+  // Removes every namespace, listener and host, then the subsystem. Errors: NotFound.
+  void DeleteSubsystem(const std::string& nqn, Done done);
+  Subsystem* Find(const std::string& nqn);
+  std::vector<Subsystem*> List();  // discovery subsystem first, then creation order
+
+  // Errors: NotFound (subsystem), FailedPrecondition (no transport), AlreadyExists (listener present),
+  // Unavailable (bind failed: address in use or not local).
+  void AddListener(const std::string& nqn, const ListenAddress& address, Done done);
+  void RemoveListener(const std::string& nqn, const ListenAddress& address, Done done);
+
+  // Result: the nsid. Errors: NotFound (subsystem or bdev), InvalidArgument (nsid out of range or in
+  // use, bdev already claimed).
+  void AddNamespace(const std::string& nqn, const NamespaceParams& params,
+                    absl::AnyInvocable<void(absl::StatusOr<uint32_t>)> done);
+  void RemoveNamespace(const std::string& nqn, uint32_t nsid, Done done);
+
+  // Errors: NotFound (subsystem), AlreadyExists / NotFound (host), InvalidArgument (bad NQN).
+  absl::Status AddHost(const std::string& nqn, const std::string& host);
+  absl::Status RemoveHost(const std::string& nqn, const std::string& host);
+  absl::Status SetAllowAnyHost(const std::string& nqn, bool allow);
+
+  // nvmf_get_stats.
+  void GetStats(absl::AnyInvocable<void(Json)> done);
+  // framework_get_config("nvmf"): method entries that recreate the target's configuration.
+  Json ConfigEntries() const;
+
+  // Tears everything down (shutdown).
+  void Shutdown(absl::AnyInvocable<void() &&> done);
+
+  PollGroup& poll_group(size_t i) { return *poll_groups_[i]; }
+  size_t poll_group_count() const { return poll_groups_.size(); }
+
+ private:
+  // Queues `change` on the subsystem; it receives a callback to run when finished.
+  void RunChange(Subsystem& subsystem, absl::AnyInvocable<void(absl::AnyInvocable<void()>)> change);
+  void FinishChange(uint32_t subsystem_id);
+  // Pauses the subsystem on every poll group, publishes its namespace table, resumes; then `done`.
+  void Publish(Subsystem& subsystem, absl::AnyInvocable<void() &&> done);
+  void OnBdevRemoved(uint32_t subsystem_id, uint32_t nsid);
+  Subsystem* FindById(uint32_t id);
+  void DetachNamespaces(Subsystem& subsystem, std::vector<std::unique_ptr<Namespace>>& out, uint32_t nsid);
+
+  Reactor& control_;
+  ReactorSet& reactors_;
+  BdevManager& bdevs_;
+  std::unique_ptr<TcpTransport> transport_;
+  std::vector<std::unique_ptr<PollGroup>> poll_groups_;
+  std::vector<std::unique_ptr<Subsystem>> subsystems_;
+  uint32_t next_subsystem_id_ = 1;
+};
+
+}  // namespace smad::tgt

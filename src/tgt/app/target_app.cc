@@ -13,9 +13,7 @@
 #include "jsonrpc/server.h"
 #include "reactor/reactor.h"
 #include "spdlog/spdlog.h"
-#include "tgt/bdev/bdev_manager.h"
-#include "tgt/nvmf/target.h"
-#include "tgt/rpc/rpc.h"
+#include "tgt/app/target_core.h"
 
 namespace smad::tgt {
 namespace {
@@ -44,6 +42,15 @@ absl::StatusOr<Json> ReadConfigFile(const std::string& path) {
   return config;
 }
 
+absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
+  auto colon = address.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) {
+    return absl::InvalidArgumentError("--tcp-rpc must be HOST:PORT");
+  }
+  return std::make_pair(address.substr(0, colon), static_cast<uint16_t>(port));
+}
+
 }  // namespace
 
 void BlockShutdownSignals() {
@@ -57,37 +64,11 @@ void BlockShutdownSignals() {
 
 struct TargetApp::State {
   Reactor control{Reactor::Options{.name = "smad_tgt_ctrl"}};
-  std::unique_ptr<ReactorSet> reactors;
-  std::unique_ptr<BdevManager> bdevs;
-  std::unique_ptr<NvmfTarget> nvmf;
-  jsonrpc::Dispatcher dispatcher;
+  std::unique_ptr<TargetCore> core;
   std::unique_ptr<jsonrpc::Server> server;
-  std::unique_ptr<RpcContext> rpc;
   absl::Status result;
   bool shutting_down = false;
   int signal_fd = -1;
-
-  Json SaveConfig() {
-    Json bdev_config = Json::array();
-    for (Bdev* bdev : bdevs->List()) {
-      Json entry = bdev->ConfigEntry();
-      if (!entry.is_null()) bdev_config.push_back(entry);
-    }
-    for (Bdev* bdev : bdevs->List()) {
-      const QosLimits& q = bdev->qos_limits();
-      if (!q.any()) continue;
-      bdev_config.push_back({{"method", "bdev_set_qos_limit"},
-                             {"params",
-                              {{"name", bdev->name()},
-                               {"rw_ios_per_sec", q.rw_ios_per_sec},
-                               {"rw_mbytes_per_sec", q.rw_mbytes_per_sec},
-                               {"r_mbytes_per_sec", q.r_mbytes_per_sec},
-                               {"w_mbytes_per_sec", q.w_mbytes_per_sec}}}});
-    }
-    return Json{{"subsystems",
-                 Json::array({{{"subsystem", "bdev"}, {"config", bdev_config}},
-                              {{"subsystem", "nvmf"}, {"config", nvmf->ConfigEntries()}}})}};
-  }
 
   void Shutdown(absl::Status status) {
     if (shutting_down) return;
@@ -95,31 +76,7 @@ struct TargetApp::State {
     result = status;
     spdlog::info("smad-tgt shutting down");
     if (server) server->Shutdown();
-    nvmf->Shutdown([this] { bdevs->UnregisterAll([this] { control.Stop(); }); });
-  }
-
-  // Replays config entries one at a time through the RPC methods; `done` gets the first failure.
-  void LoadEntries(std::shared_ptr<std::vector<Json>> entries, size_t index,
-                   absl::AnyInvocable<void(absl::Status)> done) {
-    if (index == entries->size()) return done(absl::OkStatus());
-    const Json& entry = (*entries)[index];
-    if (!entry.is_object() || !entry.contains("method") || !entry["method"].is_string()) {
-      return done(absl::InvalidArgumentError("config entry " + std::to_string(index) + " has no method"));
-    }
-    std::string method = entry["method"].get<std::string>();
-    Json params = entry.contains("params") ? entry["params"] : Json();
-    auto shared_done = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(std::move(done));
-    dispatcher.Call(method, params, [this, entries, index, method, shared_done](const Json& response) {
-      if (response.contains("error")) {
-        return (*shared_done)(absl::InvalidArgumentError(
-            "config entry " + std::to_string(index) + " (" + method +
-            ") failed: " + response["error"].value("message", std::string())));
-      }
-      // Continue from the reactor loop, not from inside the answer.
-      control.Defer([this, entries, index, shared_done] {
-        LoadEntries(entries, index + 1, std::move(*shared_done));
-      });
-    });
+    core->Shutdown([this] { control.Stop(); });
   }
 };
 
@@ -138,6 +95,12 @@ absl::Status TargetApp::Run() {
                                         std::to_string(online) + " are online");
     }
   }
+  std::optional<std::pair<std::string, uint16_t>> tcp_rpc;
+  if (!options_.tcp_rpc.empty()) {
+    auto parsed = SplitHostPort(options_.tcp_rpc);
+    if (!parsed.ok()) return parsed.status();
+    tcp_rpc = *parsed;
+  }
   Json config = {{"subsystems", Json::array()}};
   if (!options_.config_file.empty()) {
     auto loaded = ReadConfigFile(options_.config_file);
@@ -146,17 +109,9 @@ absl::Status TargetApp::Run() {
   }
   RaiseFileLimit();
 
-  s.reactors = std::make_unique<ReactorSet>(*cores, options_.busy_poll);
-  s.bdevs = std::make_unique<BdevManager>(s.control, *s.reactors);
-  s.nvmf = std::make_unique<NvmfTarget>(s.control, *s.reactors, *s.bdevs);
-  s.rpc = std::unique_ptr<RpcContext>(new RpcContext{
-      s.control, *s.bdevs, *s.nvmf, s.dispatcher,
-      [&s] { s.control.Defer([&s] { s.Shutdown(absl::OkStatus()); }); },
-      [&s] { return s.SaveConfig(); }});
-  RegisterAppRpcs(*s.rpc);
-  RegisterBdevRpcs(*s.rpc);
-  RegisterNvmfRpcs(*s.rpc);
-  s.server = std::make_unique<jsonrpc::Server>(s.control, s.dispatcher);
+  s.core = std::make_unique<TargetCore>(s.control, *cores, options_.busy_poll,
+                                        [&s] { s.control.Defer([&s] { s.Shutdown(absl::OkStatus()); }); });
+  s.server = std::make_unique<jsonrpc::Server>(s.control, s.core->dispatcher());
 
   sigset_t set;
   sigemptyset(&set);
@@ -173,43 +128,16 @@ absl::Status TargetApp::Run() {
   });
   if (!watched.ok()) return watched;
 
-  s.reactors->Start();
+  s.core->Start();
 
   // Start-up runs on the control loop: load the configuration, then open the RPC sockets.
-  auto entries = std::make_shared<std::vector<Json>>();
-  for (const char* name : {"bdev", "nvmf"}) {
-    for (const auto& subsystem : config.value("subsystems", Json::array())) {
-      if (subsystem.value("subsystem", "") != name) continue;
-      const Json& list = subsystem.contains("config") ? subsystem["config"] : Json();
-      if (list.is_array()) {
-        for (const auto& entry : list) entries->push_back(entry);
-      }
-    }
-  }
-  for (const auto& subsystem : config.value("subsystems", Json::array())) {
-    std::string name = subsystem.value("subsystem", "");
-    const Json& list = subsystem.contains("config") ? subsystem["config"] : Json();
-    if (name != "bdev" && name != "nvmf" && list.is_array() && !list.empty()) {
-      spdlog::warn("config: subsystem '{}' is not provided by smad-tgt; its {} entries are skipped", name,
-                   list.size());
-    }
-  }
-  s.control.Post([this, &s, entries] {
-    s.LoadEntries(entries, 0, [this, &s](absl::Status status) {
+  s.control.Post([this, &s, config, tcp_rpc] {
+    s.core->LoadConfig(config, [this, &s, tcp_rpc](absl::Status status) {
       if (!status.ok()) return s.Shutdown(status);
       absl::Status listening = s.server->ListenUnix(options_.rpc_socket);
-      if (listening.ok() && !options_.tcp_rpc.empty()) {
-        auto colon = options_.tcp_rpc.rfind(':');
-        uint32_t port = 0;
-        if (colon == std::string::npos || !absl::SimpleAtoi(options_.tcp_rpc.substr(colon + 1), &port) ||
-            port > 65535) {
-          listening = absl::InvalidArgumentError("--tcp-rpc must be HOST:PORT");
-        } else {
-          listening = s.server->ListenTcp(options_.tcp_rpc.substr(0, colon), static_cast<uint16_t>(port));
-        }
-      }
+      if (listening.ok() && tcp_rpc) listening = s.server->ListenTcp(tcp_rpc->first, tcp_rpc->second);
       if (!listening.ok()) return s.Shutdown(listening);
-      spdlog::info("smad-tgt ready: {} reactor(s), JSON-RPC on {}{}", s.reactors->size(), options_.rpc_socket,
+      spdlog::info("smad-tgt ready: {} reactor(s), JSON-RPC on {}{}", s.core->reactor_count(), options_.rpc_socket,
                    options_.tcp_rpc.empty() ? "" : " and " + options_.tcp_rpc);
     });
   });
@@ -219,9 +147,8 @@ absl::Status TargetApp::Run() {
   s.control.UnwatchFd(s.signal_fd);
   close(s.signal_fd);
   s.server.reset();
-  s.reactors->Stop();
-  s.nvmf.reset();
-  s.bdevs.reset();
+  s.core->StopReactors();
+  s.core.reset();
   return s.result;
 }
 

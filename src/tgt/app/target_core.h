@@ -1,0 +1,61 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "jsonrpc/server.h"
+#include "nlohmann/json.hpp"
+#include "reactor/reactor.h"
+#include "tgt/bdev/bdev_manager.h"
+#include "tgt/nvmf/target.h"
+#include "tgt/rpc/rpc.h"
+
+namespace smad::tgt {
+
+// The target without the process around it: data reactors, the bdev layer, the NVMe-oF target and the
+// JSON-RPC method table, driven by a control reactor that the owner runs. TargetApp wraps it in a process
+// (signals, RPC sockets); tests and fuzzers use it in-process.
+//
+// Thread safety: construct, Start and StopReactors on any one thread; every other method on the control
+// reactor's thread. Shutdown must complete before StopReactors, and StopReactors before destruction.
+class TargetCore {
+ public:
+  TargetCore(Reactor& control, const std::vector<int>& cores, bool busy_poll,
+             std::function<void()> request_shutdown);
+  ~TargetCore();
+  TargetCore(const TargetCore&) = delete;
+  TargetCore& operator=(const TargetCore&) = delete;
+
+  void Start();         // starts the data reactors
+  void StopReactors();  // stops and joins them
+
+  jsonrpc::Dispatcher& dispatcher() { return dispatcher_; }
+  BdevManager& bdevs() { return *bdevs_; }
+  NvmfTarget& nvmf() { return *nvmf_; }
+  size_t reactor_count() const { return reactors_->size(); }
+
+  // The running configuration in SPDK's save_config format: {"subsystems":[{"subsystem","config"}]}.
+  nlohmann::json SaveConfig() const;
+  // Replays a save_config document entry by entry (bdev first, then nvmf) through the RPC methods.
+  // `done` receives the first failure, naming the entry's index and method. Subsystems other than bdev
+  // and nvmf are skipped with a warning.
+  void LoadConfig(const nlohmann::json& config, absl::AnyInvocable<void(absl::Status)> done);
+  // Deletes every subsystem (in-flight I/O drains) and every bdev, then `done`.
+  void Shutdown(absl::AnyInvocable<void() &&> done);
+
+ private:
+  void LoadEntries(std::shared_ptr<std::vector<nlohmann::json>> entries, size_t index,
+                   absl::AnyInvocable<void(absl::Status)> done);
+
+  Reactor& control_;
+  std::unique_ptr<ReactorSet> reactors_;
+  std::unique_ptr<BdevManager> bdevs_;
+  std::unique_ptr<NvmfTarget> nvmf_;
+  jsonrpc::Dispatcher dispatcher_;
+  std::unique_ptr<RpcContext> rpc_;
+};
+
+}  // namespace smad::tgt

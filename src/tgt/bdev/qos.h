@@ -9,14 +9,17 @@
 namespace smad::tgt {
 
 // The rate limiter of one bdev, in SPDK's design: every I/O of a limited bdev funnels through one
-// reactor, which keeps token buckets (I/Os, read+write bytes, read bytes, write bytes) refilled every
-// 1 ms timeslice and executes admitted I/O on its own channel. An I/O may overdraw a bucket; the debt is
-// paid from the next timeslices, so large I/Os are limited on average without starving.
+// reactor, which keeps token buckets (I/Os, read+write bytes, read bytes, write bytes) refilled for every
+// elapsed 1 ms timeslice and executes admitted I/O on its own channel. An I/O may overdraw a bucket; the
+// debt is paid from the next timeslices, so large I/Os are limited on average without starving.
 //
 // Thread safety: reactor-affine to reactor(); other reactors reach it by Reactor::Post only.
 class Qos {
  public:
   static constexpr uint64_t kTimesliceNs = 1'000'000;
+  // A refill credits every timeslice elapsed since the previous one, up to this many (a reactor stalled
+  // for longer loses the excess rather than bursting it).
+  static constexpr uint64_t kMaxCatchUpSlices = 10;
 
   Qos(Bdev& bdev, Reactor& reactor, const QosLimits& limits);
   ~Qos();
@@ -51,6 +54,7 @@ class Qos {
   Reactor& reactor_;
   BdevChannel* channel_ = nullptr;
   uint64_t timer_ = 0;
+  uint64_t slice_start_ns_ = 0;  // start of the current timeslice; advances by whole timeslices
   Bucket ios_, rw_bytes_, r_bytes_, w_bytes_;
   BdevIo* head_ = nullptr;
   BdevIo* tail_ = nullptr;

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <deque>
 #include <string>
@@ -44,10 +45,13 @@ uint64_t ElapsedNs(Clock::time_point since) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());
 }
 
+// One table row; `total_seconds` 0 leaves the calls/s column empty (rows timed inside a pair).
 void PrintRow(const std::string& what, const SampleSummary& s, double total_seconds) {
-  std::printf("%-44s %7zu %9.1f %9.1f %9.1f %9.1f %10.0f\n", what.c_str(), s.count, s.p50_ns / 1e3,
-              s.p99_ns / 1e3, s.mean_ns / 1e3, s.max_ns / 1e3,
-              total_seconds > 0 ? static_cast<double>(s.count) / total_seconds : 0.0);
+  std::string rate = total_seconds > 0
+                         ? std::to_string(std::lround(static_cast<double>(s.count) / total_seconds))
+                         : std::string("-");
+  std::printf("%-44s %7zu %9.1f %9.1f %9.1f %9.1f %10s\n", what.c_str(), s.count, s.p50_ns / 1e3,
+              s.p99_ns / 1e3, s.mean_ns / 1e3, s.max_ns / 1e3, rate.c_str());
   std::fflush(stdout);
 }
 

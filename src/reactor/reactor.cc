@@ -90,8 +90,10 @@ void Reactor::Wake() {
 
 void Reactor::Post(Task task) {
   posted_.Push(new MpscQueue<Task>::Node(std::move(task)));
-  // Pairs with the seq_cst store in Loop(): either the loop sees the node before sleeping, or we see
-  // that it sleeps and wake it.
+  // Pairs with the fence in Loop(): either the loop sees the node before sleeping, or we see that it
+  // sleeps and wake it. Push publishes the node with a release store, which may otherwise be reordered
+  // after the load below (even on x86), and the loop would then sleep on a non-empty queue, unwoken.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_seq_cst)) Wake();
 }
 
@@ -252,6 +254,7 @@ void Reactor::Loop() {
     int timeout = 0;
     if (!busy && !options_.busy_poll) {
       sleeping_.store(true, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in Post()
       if (posted_.MaybeEmpty() && deferred_.empty() && !stop_.load(std::memory_order_seq_cst)) {
         timeout = NextTimeoutMs();
       }

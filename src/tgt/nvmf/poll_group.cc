@@ -86,6 +86,11 @@ const PollGroup::NsChannel* PollGroup::FindNamespace(uint32_t subsystem_id, uint
   return pos != list.end() && pos->nsid == nsid ? &*pos : nullptr;
 }
 
+const SubsystemSnapshot* PollGroup::Snapshot(uint32_t subsystem_id) const {
+  auto it = subsystems_.find(subsystem_id);
+  return it == subsystems_.end() ? nullptr : it->second->snapshot.get();
+}
+
 void PollGroup::IoStarted(uint32_t subsystem_id) {
   auto it = subsystems_.find(subsystem_id);
   if (it != subsystems_.end()) ++it->second->outstanding;

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +20,9 @@ struct SubsystemSnapshot {
   struct Ns {
     uint32_t nsid;
     Bdev* bdev;
+    std::array<uint8_t, 16> uuid;
+    std::array<uint8_t, 16> nguid;
+    std::optional<uint64_t> eui64;
   };
   std::vector<Ns> namespaces;
 };
@@ -65,6 +70,8 @@ class PollGroup {
   void WhenActive(uint32_t subsystem_id, absl::AnyInvocable<void() &&> fn);
   // nullptr when the namespace does not exist (in this poll group's current table).
   const NsChannel* FindNamespace(uint32_t subsystem_id, uint32_t nsid) const;
+  // The published table (with namespace identities), nullptr before the first publication.
+  const SubsystemSnapshot* Snapshot(uint32_t subsystem_id) const;
   void IoStarted(uint32_t subsystem_id);
   void IoFinished(uint32_t subsystem_id);
 

@@ -7,6 +7,8 @@
 #include "common/nqn.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
+#include "tgt/nvmf/controller.h"
+#include "tgt/nvmf/tcp_qpair.h"
 
 namespace smad::tgt {
 namespace {
@@ -81,6 +83,7 @@ NvmfTarget::~NvmfTarget() {
 absl::Status NvmfTarget::CreateTransport(const TransportOptions& options) {
   if (transport_) return absl::AlreadyExistsError("Transport type 'TCP' already exists");
   transport_ = std::make_unique<TcpTransport>(control_, reactors_, options);
+  transport_->SetConnectionHandler([this](int fd, Reactor& reactor) { AcceptConnection(fd, reactor); });
   return absl::OkStatus();
 }
 
@@ -98,6 +101,7 @@ absl::Status NvmfTarget::CreateSubsystem(const SubsystemParams& params) {
     return absl::InvalidArgumentError("controller ID range must satisfy 1 <= min_cntlid <= max_cntlid <= 65519");
   }
   subsystems_.push_back(std::make_unique<Subsystem>(next_subsystem_id_++, params, false));
+  ++discovery_generation_;
   spdlog::info("subsystem {} created", params.nqn);
   return absl::OkStatus();
 }
@@ -161,7 +165,9 @@ void NvmfTarget::FinishChange(uint32_t subsystem_id) {
 void NvmfTarget::Publish(Subsystem& subsystem, absl::AnyInvocable<void() &&> done) {
   auto snapshot = std::make_shared<SubsystemSnapshot>();
   snapshot->subsystem_id = subsystem.id();
-  for (const auto& [nsid, ns] : subsystem.namespaces_) snapshot->namespaces.push_back({nsid, ns->bdev()});
+  for (const auto& [nsid, ns] : subsystem.namespaces_) {
+    snapshot->namespaces.push_back({nsid, ns->bdev(), ns->uuid.bytes(), ns->nguid, ns->eui64});
+  }
   std::shared_ptr<const SubsystemSnapshot> frozen = snapshot;
 
   struct State {
@@ -205,6 +211,7 @@ void NvmfTarget::AddListener(const std::string& nqn, const ListenAddress& addres
   absl::Status status = transport_->Listen(address);
   if (!status.ok()) return done(absl::UnavailableError(StatusMessage(status)));
   listeners.push_back(address);
+  ++discovery_generation_;
   done(absl::OkStatus());
 }
 
@@ -215,6 +222,7 @@ void NvmfTarget::RemoveListener(const std::string& nqn, const ListenAddress& add
   auto it = std::find(listeners.begin(), listeners.end(), address);
   if (it == listeners.end()) return done(absl::NotFoundError("listener " + address.ToString() + " not found"));
   listeners.erase(it);
+  ++discovery_generation_;
   if (transport_) transport_->StopListening(address);
   done(absl::OkStatus());
 }
@@ -265,7 +273,8 @@ void NvmfTarget::AddNamespace(const std::string& nqn, const NamespaceParams& par
     ns->eui64 = params.eui64;
     ns->desc = std::move(desc).value();
     s->namespaces_[nsid] = std::move(ns);
-    Publish(*s, [nsid, finish = std::move(finish), done = std::move(done)]() mutable {
+    Publish(*s, [this, id, nsid, finish = std::move(finish), done = std::move(done)]() mutable {
+      NotifyNamespaceChanged(id, nsid);
       finish();
       done(nsid);
     });
@@ -300,7 +309,8 @@ void NvmfTarget::RemoveNamespace(const std::string& nqn, uint32_t nsid, Done don
     }
     auto removed = std::make_shared<std::vector<std::unique_ptr<Namespace>>>();
     DetachNamespaces(*s, *removed, nsid);
-    Publish(*s, [removed, finish = std::move(finish), done = std::move(done)]() mutable {
+    Publish(*s, [this, id, nsid, removed, finish = std::move(finish), done = std::move(done)]() mutable {
+      NotifyNamespaceChanged(id, nsid);
       // Every poll group released its channel: now the claim and the descriptor can go.
       for (auto& ns : *removed) ns->bdev()->ReleaseClaim();
       removed->clear();
@@ -335,6 +345,8 @@ void NvmfTarget::DeleteSubsystem(const std::string& nqn, Done done) {
       if (transport_) transport_->StopListening(l);
     }
     s->listeners_.clear();
+    DisconnectAll(id);
+    ++discovery_generation_;
     auto removed = std::make_shared<std::vector<std::unique_ptr<Namespace>>>();
     DetachNamespaces(*s, *removed, 0);
     s->deleted_ = true;
@@ -371,6 +383,7 @@ absl::Status NvmfTarget::AddHost(const std::string& nqn, const std::string& host
     return absl::AlreadyExistsError("host " + host + " is already allowed");
   }
   s->hosts_.push_back(host);
+  ++discovery_generation_;
   return absl::OkStatus();
 }
 
@@ -380,6 +393,7 @@ absl::Status NvmfTarget::RemoveHost(const std::string& nqn, const std::string& h
   auto it = std::find(s->hosts_.begin(), s->hosts_.end(), host);
   if (it == s->hosts_.end()) return absl::NotFoundError("host " + host + " is not allowed");
   s->hosts_.erase(it);
+  ++discovery_generation_;
   return absl::OkStatus();
 }
 
@@ -388,6 +402,7 @@ absl::Status NvmfTarget::SetAllowAnyHost(const std::string& nqn, bool allow) {
   if (s == nullptr) return absl::NotFoundError("Subsystem with NQN '" + nqn + "' not found");
   if (s->is_discovery()) return absl::InvalidArgumentError("the discovery subsystem always allows any host");
   s->params_.allow_any_host = allow;
+  ++discovery_generation_;
   return absl::OkStatus();
 }
 
@@ -473,9 +488,10 @@ void NvmfTarget::Shutdown(absl::AnyInvocable<void() &&> done) {
   for (auto& s : subsystems_) {
     if (!s->is_discovery() && !s->deleted_) names.push_back(s->nqn());
   }
-  // Discovery listeners.
+  // Discovery listeners and controllers.
   for (auto& s : subsystems_) {
     if (s->is_discovery()) {
+      DisconnectAll(s->id());
       for (const auto& l : s->listeners_) {
         if (transport_) transport_->StopListening(l);
       }
@@ -493,6 +509,208 @@ void NvmfTarget::Shutdown(absl::AnyInvocable<void() &&> done) {
       if (--*remaining == 0) std::move(*shared_done)();
     });
   }
+}
+
+void NvmfTarget::AcceptConnection(int fd, Reactor& reactor) {
+  // Runs on `reactor`: the qpair lives there for its whole life.
+  PollGroup& group = *poll_groups_[static_cast<size_t>(reactor.index())];
+  auto qpair = std::make_shared<TcpQpair>(*this, group, control_, fd, transport_->options());
+  qpair->Start();
+}
+
+ConnectResult NvmfTarget::Connect(const ConnectRequest& request, Reactor& reactor, std::weak_ptr<TcpQpair> qpair) {
+  ConnectResult result;
+  auto invalid_data = [&result](uint16_t offset) {
+    result.status = nvme::Specific(nvme::sc_specific::kConnectInvalidParameters);
+    result.cdw0 = 1u | uint32_t{offset} << 16;  // IATTR 1: the field is in the connect data
+    return result;
+  };
+  Subsystem* s = Find(request.subnqn);
+  if (s == nullptr) {
+    spdlog::warn("connect from {} ({}) to unknown subsystem {}", request.peer, request.hostnqn, request.subnqn);
+    return invalid_data(nvme::connect_data::kSubnqn);
+  }
+  if (!s->is_discovery()) {
+    bool listening = std::any_of(s->listeners_.begin(), s->listeners_.end(), [&](const ListenAddress& l) {
+      return l.traddr == request.local_traddr && l.trsvcid == request.local_trsvcid;
+    });
+    if (!listening) {
+      spdlog::warn("connect from {} to {} through {}:{}, which is not one of its listeners", request.peer,
+                   request.subnqn, request.local_traddr, request.local_trsvcid);
+      return invalid_data(nvme::connect_data::kSubnqn);
+    }
+  }
+  if (!s->HostAllowed(request.hostnqn)) {
+    spdlog::warn("connect from {} refused: host {} is not allowed on {}", request.peer, request.hostnqn,
+                 request.subnqn);
+    result.status = nvme::Specific(nvme::sc_specific::kConnectInvalidHost);
+    return result;
+  }
+  result.subsystem_id = s->id();
+  if (request.qid == 0) {
+    if (request.cntlid != 0xffff && request.cntlid != 0) return invalid_data(nvme::connect_data::kCntlid);
+    // Dynamic controller model: the lowest free ID in the subsystem's range.
+    uint16_t cntlid = s->is_discovery() ? 1 : s->params().min_cntlid;
+    uint16_t max = s->is_discovery() ? 0xffef : s->params().max_cntlid;
+    while (cntlid <= max && std::any_of(controllers_.begin(), controllers_.end(), [&](const ControllerEntry& e) {
+             return e.subsystem_id == s->id() && e.cntlid == cntlid;
+           })) {
+      ++cntlid;
+    }
+    if (cntlid > max) {
+      result.status = nvme::Specific(nvme::sc_specific::kConnectControllerBusy);
+      return result;
+    }
+    ControllerInfo info;
+    info.subsystem_id = s->id();
+    info.discovery = s->is_discovery();
+    info.cntlid = cntlid;
+    info.subnqn = s->nqn();
+    info.hostnqn = request.hostnqn;
+    info.hostid = request.hostid;
+    info.serial_number = s->params().serial_number;
+    info.model_number = s->params().model_number;
+    info.max_namespaces = s->params().max_namespaces;
+    info.kato_ms = request.kato_ms;
+    auto controller = std::make_shared<Controller>(std::move(info), qpair, *this, control_);
+    controllers_.push_back(ControllerEntry{s->id(), cntlid, request.hostnqn, request.hostid, &reactor, controller,
+                                           {QpairRef{0, &reactor, qpair, request.peer}}});
+    result.cntlid = cntlid;
+    result.controller = std::move(controller);
+    spdlog::info("controller {} of {} created for host {} from {}", cntlid, s->nqn(), request.hostnqn, request.peer);
+    return result;
+  }
+  auto it = std::find_if(controllers_.begin(), controllers_.end(), [&](const ControllerEntry& e) {
+    return e.subsystem_id == s->id() && e.cntlid == request.cntlid;
+  });
+  if (it == controllers_.end() || s->is_discovery()) return invalid_data(nvme::connect_data::kCntlid);
+  if (it->hostnqn != request.hostnqn) return invalid_data(nvme::connect_data::kHostnqn);
+  uint32_t max_qid = transport_ ? transport_->options().max_io_qpairs_per_ctrlr : 0;
+  bool in_use = std::any_of(it->qpairs.begin(), it->qpairs.end(), [&](const QpairRef& q) { return q.qid == request.qid; });
+  if (request.qid > max_qid || in_use) {
+    result.status = nvme::Specific(nvme::sc_specific::kConnectInvalidParameters);
+    result.cdw0 = uint32_t{nvme::connect_cmd::kQid} << 16;  // IATTR 0: in the command
+    return result;
+  }
+  it->qpairs.push_back(QpairRef{request.qid, &reactor, qpair, request.peer});
+  result.cntlid = request.cntlid;
+  return result;
+}
+
+void NvmfTarget::QpairGone(uint32_t subsystem_id, uint16_t cntlid, uint16_t qid) {
+  auto it = std::find_if(controllers_.begin(), controllers_.end(), [&](const ControllerEntry& e) {
+    return e.subsystem_id == subsystem_id && e.cntlid == cntlid;
+  });
+  if (it == controllers_.end()) return;
+  if (qid != 0) {
+    std::erase_if(it->qpairs, [qid](const QpairRef& q) { return q.qid == qid; });
+    return;
+  }
+  // The admin queue went: the controller ends, and its I/O queues with it.
+  for (const QpairRef& q : it->qpairs) {
+    if (q.qid == 0) continue;
+    q.reactor->Post([weak = q.qpair] {
+      if (auto qpair = weak.lock()) qpair->Close("controller ended");
+    });
+  }
+  spdlog::info("controller {} of subsystem {} removed", cntlid, subsystem_id);
+  controllers_.erase(it);
+}
+
+void NvmfTarget::DisconnectAll(uint32_t subsystem_id) {
+  for (const ControllerEntry& e : controllers_) {
+    if (e.subsystem_id != subsystem_id) continue;
+    for (const QpairRef& q : e.qpairs) {
+      q.reactor->Post([weak = q.qpair] {
+        if (auto qpair = weak.lock()) qpair->Close("subsystem deleted");
+      });
+    }
+  }
+  std::erase_if(controllers_, [subsystem_id](const ControllerEntry& e) { return e.subsystem_id == subsystem_id; });
+}
+
+void NvmfTarget::NotifyNamespaceChanged(uint32_t subsystem_id, uint32_t nsid) {
+  for (const ControllerEntry& e : controllers_) {
+    if (e.subsystem_id != subsystem_id) continue;
+    e.reactor->Post([weak = e.controller, nsid] {
+      if (auto controller = weak.lock()) controller->NotifyNamespaceChanged(nsid);
+    });
+  }
+}
+
+std::vector<uint8_t> NvmfTarget::BuildDiscoveryLog(const std::string& hostnqn) const {
+  struct Record {
+    const Subsystem* subsystem;
+    const ListenAddress* address;
+    uint16_t portid;
+  };
+  std::vector<Record> records;
+  // Port IDs: one per distinct listen address, in first-seen order.
+  std::vector<const ListenAddress*> ports;
+  auto port_of = [&ports](const ListenAddress& a) {
+    for (size_t i = 0; i < ports.size(); ++i) {
+      if (*ports[i] == a) return static_cast<uint16_t>(i);
+    }
+    ports.push_back(&a);
+    return static_cast<uint16_t>(ports.size() - 1);
+  };
+  for (const auto& s : subsystems_) {
+    if (s->deleted_) continue;
+    if (!s->is_discovery() && !s->HostAllowed(hostnqn)) continue;
+    for (const auto& l : s->listeners()) records.push_back({s.get(), &l, port_of(l)});
+  }
+  std::vector<uint8_t> page(nvme::kDiscoveryHeaderSize + records.size() * nvme::kDiscoveryEntrySize, 0);
+  nvme::Store64(&page[nvme::disc_hdr::kGenctr], discovery_generation_);
+  nvme::Store64(&page[nvme::disc_hdr::kNumrec], records.size());
+  uint32_t asqsz = transport_ ? transport_->options().max_aq_depth : 128;
+  for (size_t i = 0; i < records.size(); ++i) {
+    uint8_t* e = &page[nvme::kDiscoveryHeaderSize + i * nvme::kDiscoveryEntrySize];
+    const Record& r = records[i];
+    using namespace nvme::disc_entry;
+    e[kTrtype] = nvme::kTrtypeTcp;
+    e[kAdrfam] = r.address->adrfam == "IPv6" ? nvme::kAdrfamIpv6 : nvme::kAdrfamIpv4;
+    e[kSubtype] = r.subsystem->is_discovery() ? nvme::kSubtypeCurrentDiscovery : nvme::kSubtypeNvm;
+    e[kTreq] = 0x02;  // secure channel not required
+    nvme::Store16(e + kPortid, r.portid);
+    nvme::Store16(e + kCntlid, 0xffff);
+    nvme::Store16(e + kAsqsz, static_cast<uint16_t>(asqsz));
+    if (r.subsystem->is_discovery()) nvme::Store16(e + 10, 0x3);  // EFLAGS: duplicate info, persistent
+    nvme::PutPadded(e + kTrsvcid, 32, r.address->trsvcid.data(), r.address->trsvcid.size(), ' ');
+    nvme::PutPadded(e + kSubnqn, 256, r.subsystem->nqn().data(), r.subsystem->nqn().size(), '\0');
+    nvme::PutPadded(e + kTraddr, 256, r.address->traddr.data(), r.address->traddr.size(), ' ');
+    // TSAS for TCP: security type 0 (none) — all zeroes.
+  }
+  return page;
+}
+
+Json NvmfTarget::DescribeControllers(const std::string& nqn) const {
+  Json list = Json::array();
+  for (const auto& s : subsystems_) {
+    if (s->deleted_ || s->nqn() != nqn) continue;
+    for (const ControllerEntry& e : controllers_) {
+      if (e.subsystem_id != s->id()) continue;
+      list.push_back({{"cntlid", e.cntlid},
+                      {"hostnqn", e.hostnqn},
+                      {"hostid", Uuid(e.hostid).ToString()},
+                      {"num_io_qpairs", e.qpairs.empty() ? 0 : e.qpairs.size() - 1}});
+    }
+  }
+  return list;
+}
+
+Json NvmfTarget::DescribeQpairs(const std::string& nqn) const {
+  Json list = Json::array();
+  for (const auto& s : subsystems_) {
+    if (s->deleted_ || s->nqn() != nqn) continue;
+    for (const ControllerEntry& e : controllers_) {
+      if (e.subsystem_id != s->id()) continue;
+      for (const QpairRef& q : e.qpairs) {
+        list.push_back({{"cntlid", e.cntlid}, {"qid", q.qid}, {"state", "active"}, {"thread", q.reactor->name()},
+                        {"peer_address", q.peer}});
+      }
+    }
+  }
+  return list;
 }
 
 }  // namespace smad::tgt

@@ -18,6 +18,7 @@
 #include "tgt/bdev/bdev_manager.h"
 #include "tgt/nvmf/listen_address.h"
 #include "tgt/nvmf/poll_group.h"
+#include "nvme/spec.h"
 #include "tgt/nvmf/tcp_transport.h"
 
 namespace smad::tgt {
@@ -53,6 +54,29 @@ struct NamespaceParams {
   std::optional<Uuid> uuid;
   std::optional<std::array<uint8_t, 16>> nguid;
   std::optional<uint64_t> eui64;
+};
+
+class Controller;
+class TcpQpair;
+
+// A Fabrics Connect as the qpair decoded it.
+struct ConnectRequest {
+  std::string subnqn;
+  std::string hostnqn;
+  std::array<uint8_t, 16> hostid{};
+  uint16_t qid = 0;
+  uint16_t cntlid = 0xffff;
+  uint32_t kato_ms = 0;
+  std::string local_traddr, local_trsvcid;  // the listener the host reached
+  std::string peer;
+};
+
+struct ConnectResult {
+  nvme::Status status;
+  uint32_t cdw0 = 0;  // Connect Invalid Parameters: IATTR and IPO
+  uint16_t cntlid = 0;
+  uint32_t subsystem_id = 0;
+  std::shared_ptr<Controller> controller;  // admin queues: the new controller
 };
 
 // An NVM subsystem (or the discovery subsystem). Owned by NvmfTarget; control thread only.
@@ -132,6 +156,23 @@ class NvmfTarget {
   // framework_get_config("nvmf"): method entries that recreate the target's configuration.
   Json ConfigEntries() const;
 
+  // --- Connections (control thread; called by qpairs through posts) ---
+  // Checks a Connect against the configuration and records the controller (admin queue, qid 0) or the
+  // I/O queue. Refusals carry the NVMe status the host gets: Connect Invalid Host for a host not allowed,
+  // Connect Invalid Parameters for an unknown subsystem, a listener the subsystem does not have, an
+  // unknown controller or a queue id out of range or in use.
+  ConnectResult Connect(const ConnectRequest& request, Reactor& reactor, std::weak_ptr<TcpQpair> qpair);
+  // A qpair of controller `cntlid` closed. Closing the admin queue removes the controller and closes
+  // its I/O queues.
+  void QpairGone(uint32_t subsystem_id, uint16_t cntlid, uint16_t qid);
+  // The discovery log page as `hostnqn` may see it: every NVM subsystem listener the host is allowed to
+  // use, and the discovery subsystem's own listeners.
+  std::vector<uint8_t> BuildDiscoveryLog(const std::string& hostnqn) const;
+  // nvmf_subsystem_get_controllers / get_qpairs.
+  Json DescribeControllers(const std::string& nqn) const;
+  Json DescribeQpairs(const std::string& nqn) const;
+  uint64_t discovery_generation() const { return discovery_generation_; }
+
   // Tears everything down (shutdown).
   void Shutdown(absl::AnyInvocable<void() &&> done);
 
@@ -147,6 +188,29 @@ class NvmfTarget {
   void OnBdevRemoved(uint32_t subsystem_id, uint32_t nsid);
   Subsystem* FindById(uint32_t id);
   void DetachNamespaces(Subsystem& subsystem, std::vector<std::unique_ptr<Namespace>>& out, uint32_t nsid);
+  // Raises a namespace attribute notice on every controller of the subsystem.
+  void NotifyNamespaceChanged(uint32_t subsystem_id, uint32_t nsid);
+  // Closes every qpair of every controller of the subsystem (it is being deleted).
+  void DisconnectAll(uint32_t subsystem_id);
+  void AcceptConnection(int fd, Reactor& reactor);
+
+  struct QpairRef {
+    uint16_t qid;
+    Reactor* reactor;
+    std::weak_ptr<TcpQpair> qpair;
+    std::string peer;
+  };
+  struct ControllerEntry {
+    uint32_t subsystem_id;
+    uint16_t cntlid;
+    std::string hostnqn;
+    std::array<uint8_t, 16> hostid;
+    Reactor* reactor;  // the admin queue's
+    std::weak_ptr<Controller> controller;
+    std::vector<QpairRef> qpairs;  // admin first
+  };
+  std::vector<ControllerEntry> controllers_;
+  uint64_t discovery_generation_ = 1;
 
   Reactor& control_;
   ReactorSet& reactors_;

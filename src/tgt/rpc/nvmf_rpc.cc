@@ -286,18 +286,18 @@ void RegisterNvmfRpcs(RpcContext& ctx) {
     r.Reply(true);
   });
 
-  // Connected controllers and qpairs. Until the NVMe/TCP protocol engine is installed, the transport
-  // refuses connections, so the lists are empty by construction.
-  auto list_method = [&ctx](const Json& params, Responder r) {
-    ParamReader p(params, {"nqn", "tgt_name"});
-    std::string nqn = p.String("nqn", true);
-    p.String("tgt_name", false);
-    if (!p.ok()) return FailParams(r, p.status());
-    if (ctx.nvmf.Find(nqn) == nullptr) return r.Fail(jsonrpc::kInvalidParams, NotFoundMessage(nqn));
-    r.Reply(Json::array());
+  auto list_method = [&ctx](bool qpairs) {
+    return [&ctx, qpairs](const Json& params, Responder r) {
+      ParamReader p(params, {"nqn", "tgt_name"});
+      std::string nqn = p.String("nqn", true);
+      p.String("tgt_name", false);
+      if (!p.ok()) return FailParams(r, p.status());
+      if (ctx.nvmf.Find(nqn) == nullptr) return r.Fail(jsonrpc::kInvalidParams, NotFoundMessage(nqn));
+      r.Reply(qpairs ? ctx.nvmf.DescribeQpairs(nqn) : ctx.nvmf.DescribeControllers(nqn));
+    };
   };
-  d.Register("nvmf_subsystem_get_controllers", list_method);
-  d.Register("nvmf_subsystem_get_qpairs", list_method);
+  d.Register("nvmf_subsystem_get_controllers", list_method(false));
+  d.Register("nvmf_subsystem_get_qpairs", list_method(true));
 
   d.Register("nvmf_get_stats", [&ctx](const Json& params, Responder r) {
     ParamReader p(params, {"tgt_name"});

@@ -511,6 +511,7 @@ absl::StatusOr<PerfResult> RunPerf(const PerfOptions& options, std::ostream& log
   for (size_t i = 0; i < workers.size(); ++i) {
     RunOn(reactors.reactor(i), [&] {
       if (setup.ok()) {
+        workers[i]->result().queue_depth = workers[i]->depth();
         result.cores.push_back(workers[i]->result());
         if (result.first_error.empty()) result.first_error = workers[i]->first_error();
       }
@@ -545,14 +546,18 @@ std::string FormatPerfReport(const PerfOptions& options, const PerfResult& resul
     total_iops += c.iops();
     total_mibps += c.mib_per_second();
   }
+  // The effective read share: -M for mixed workloads, else 100 or 0.
+  int read_percent = options.read_percent;
+  if (read_percent < 0 && IsMixed(options.workload)) read_percent = 50;
+  if (read_percent < 0) {
+    read_percent = options.workload == Workload::kRead || options.workload == Workload::kRandRead ? 100 : 0;
+  }
   const std::string rule(72, '=');
   std::string out;
   size_t label_width = result.device.size() + 14;
   out += rule + "\n";
-  out += fmt::format("{:<{}}   {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "", label_width, "", "",
-                     "Latency(us)", "", "", "", "", "");
   out += fmt::format("{:<{}} : {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "Device Information", label_width,
-                     "IOPS", "MiB/s", "Average", "p50", "p99", "p99.9", "min", "max");
+                     "IOPS", "MiB/s", "Avg(us)", "p50(us)", "p99(us)", "p99.9(us)", "min(us)", "max(us)");
   auto line = [&](const std::string& label, double iops, double mibps, const LatencyHistogram& h) {
     return fmt::format("{:<{}} : {:>11.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f} {:>9.2f}\n", label,
                        label_width, iops, mibps, us(h.mean()), us(static_cast<double>(h.Percentile(0.50))),
@@ -575,8 +580,8 @@ std::string FormatPerfReport(const PerfOptions& options, const PerfResult& resul
       "\"read_percent\":{},\"hdgst\":{},\"ddgst\":{},\"verify\":{},\"seconds\":{:.3f},\"ios\":{},\"reads\":{},"
       "\"writes\":{},\"iops\":{:.2f},\"mibps\":{:.2f},\"avg_us\":{:.2f},\"p50_us\":{:.2f},\"p99_us\":{:.2f},"
       "\"p999_us\":{:.2f},\"min_us\":{:.2f},\"max_us\":{:.2f},\"errors\":{},\"verify_failures\":{}}}\n",
-      WorkloadName(options.workload), options.io_size, options.queue_depth, result.cores.size(),
-      options.read_percent, options.hdgst, options.ddgst, options.verify, t.seconds, t.ios, t.reads, t.writes,
+      WorkloadName(options.workload), options.io_size,
+      result.cores.empty() ? options.queue_depth : result.cores[0].queue_depth, result.cores.size(), read_percent, options.hdgst, options.ddgst, options.verify, t.seconds, t.ios, t.reads, t.writes,
       total_iops, total_mibps, us(t.latency_ns.mean()), us(static_cast<double>(t.latency_ns.Percentile(0.50))),
       us(static_cast<double>(t.latency_ns.Percentile(0.99))),
       us(static_cast<double>(t.latency_ns.Percentile(0.999))), us(static_cast<double>(t.latency_ns.min())),

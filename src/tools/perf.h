@@ -49,6 +49,7 @@ absl::StatusOr<PerfOptions> ParsePerfArgs(int argc, const char* const* argv, std
 struct CoreResult {
   int core = 0;
   uint16_t qid = 0;
+  uint32_t queue_depth = 0;  // I/Os kept in flight (the request, clamped to the controller's queue size)
   uint64_t ios = 0;  // completed successfully
   uint64_t reads = 0;
   uint64_t writes = 0;

@@ -1,9 +1,13 @@
 // smad-identify TRANSPORT-ID [--hdgst] [--ddgst]
 #include <iostream>
 
+#include "spdlog/spdlog.h"
+
 #include "tools/identify.h"
 
 int main(int argc, char** argv) {
+  // Failures reach the user as this tool's own error message; the library's warnings would repeat them.
+  spdlog::set_level(spdlog::level::err);
   std::string help;
   auto options = smad::tools::ParseIdentifyArgs(argc, argv, &help);
   if (!options.ok()) {

@@ -2,9 +2,13 @@
 //           [--ddgst] [--ns NSID] [--verify] [--no-busy-poll]
 #include <iostream>
 
+#include "spdlog/spdlog.h"
+
 #include "tools/perf.h"
 
 int main(int argc, char** argv) {
+  // Failures reach the user as this tool's own error message; the library's warnings would repeat them.
+  spdlog::set_level(spdlog::level::err);
   std::string help;
   auto options = smad::tools::ParsePerfArgs(argc, argv, &help);
   if (!options.ok()) {

@@ -140,7 +140,7 @@ void QueuePair::StartTcpConnect() {
       if (local != nullptr) freeaddrinfo(local);
       freeaddrinfo(result);
       Fail(absl::InvalidArgumentError(absl::StrCat("cannot bind to host address ", trid_.hostaddr, ":",
-                                                   trid_.hostsvcid, rc != 0 ? gai_strerror(rc) : ErrnoString(err))),
+                                                   trid_.hostsvcid, ": ", rc != 0 ? gai_strerror(rc) : ErrnoString(err))),
            nullptr, true);
       return;
     }

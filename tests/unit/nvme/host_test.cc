@@ -57,7 +57,7 @@ class TempFile {
 
 // --- Transport IDs ------------------------------------------------------------------------------------
 
-TEST(TransportIdTest, ParsesSpdkForm) {
+TEST(HostTransportIdTest, ParsesSpdkForm) {
   auto trid = ParseTransportId(
       "trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:4421 subnqn:nqn.2016-06.io.spdk:cnode1 "
       "hostnqn:nqn.2014-08.org.nvmexpress:uuid:2b3c4d5e-0000-4000-8000-00000000abcd",
@@ -76,7 +76,7 @@ TEST(TransportIdTest, ParsesSpdkForm) {
   EXPECT_THAT(trid->ToString(), HasSubstr("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4421 subnqn:"));
 }
 
-TEST(TransportIdTest, AcceptsEqualsAndCaseInsensitiveKeysAndExtraWhitespace) {
+TEST(HostTransportIdTest, AcceptsEqualsAndCaseInsensitiveKeysAndExtraWhitespace) {
   auto trid = ParseTransportId("  TRTYPE=TCP\tTrAddr=10.1.2.3   TRSVCID:8009 ns:2 priority:1 ", NoFiles());
   ASSERT_TRUE(trid.ok()) << trid.status();
   EXPECT_EQ(trid->traddr, "10.1.2.3");
@@ -84,7 +84,7 @@ TEST(TransportIdTest, AcceptsEqualsAndCaseInsensitiveKeysAndExtraWhitespace) {
   EXPECT_EQ(trid->nsid, 2u);
 }
 
-TEST(TransportIdTest, DefaultsToDiscoveryNqnPort4420AndHostNqnFromFile) {
+TEST(HostTransportIdTest, DefaultsToDiscoveryNqnPort4420AndHostNqnFromFile) {
   TempFile hostnqn(std::string(kHostNqn) + "\n");
   auto trid = ParseTransportId("traddr:192.168.0.9", HostIdentitySources{hostnqn.path(), ""});
   ASSERT_TRUE(trid.ok()) << trid.status();
@@ -94,7 +94,7 @@ TEST(TransportIdTest, DefaultsToDiscoveryNqnPort4420AndHostNqnFromFile) {
   EXPECT_EQ(trid->hostnqn, kHostNqn);
 }
 
-TEST(TransportIdTest, GeneratesUuidHostNqnWithoutFile) {
+TEST(HostTransportIdTest, GeneratesUuidHostNqnWithoutFile) {
   auto trid = ParseTransportId("traddr:127.0.0.1", HostIdentitySources{"/nonexistent/hostnqn", ""});
   ASSERT_TRUE(trid.ok()) << trid.status();
   EXPECT_THAT(trid->hostnqn, StartsWith("nqn.2014-08.org.nvmexpress:uuid:"));
@@ -102,7 +102,7 @@ TEST(TransportIdTest, GeneratesUuidHostNqnWithoutFile) {
   EXPECT_FALSE(trid->hostid.IsNull());
 }
 
-TEST(TransportIdTest, HostIdFromFileForNonUuidHostNqn) {
+TEST(HostTransportIdTest, HostIdFromFileForNonUuidHostNqn) {
   TempFile hostid("0f0e0d0c-0b0a-4908-8706-050403020100\n");
   auto trid = ParseTransportId("traddr:127.0.0.1 hostnqn:nqn.2016-06.io.example:host1",
                                HostIdentitySources{"", hostid.path()});
@@ -110,14 +110,14 @@ TEST(TransportIdTest, HostIdFromFileForNonUuidHostNqn) {
   EXPECT_EQ(trid->hostid.ToString(), "0f0e0d0c-0b0a-4908-8706-050403020100");
 }
 
-TEST(TransportIdTest, InfersIpv6FromAddress) {
+TEST(HostTransportIdTest, InfersIpv6FromAddress) {
   auto trid = ParseTransportId("trtype:tcp traddr:::1 trsvcid:4420", NoFiles());
   ASSERT_TRUE(trid.ok()) << trid.status();
   EXPECT_EQ(trid->traddr, "::1");
   EXPECT_EQ(trid->adrfam, AddressFamily::kIpv6);
 }
 
-TEST(TransportIdTest, ErrorsNameTheKey) {
+TEST(HostTransportIdTest, ErrorsNameTheKey) {
   struct Case {
     const char* text;
     const char* key;
@@ -147,7 +147,7 @@ TEST(TransportIdTest, ErrorsNameTheKey) {
 
 // --- Command building and status text ---------------------------------------------------------------------
 
-TEST(CommandsTest, ReadWriteLayout) {
+TEST(HostCommandsTest, ReadWriteLayout) {
   uint8_t sqe[kSqeSize];
   BuildRead(sqe, 7, 0x123456789aull, 8);
   Command cmd;
@@ -162,7 +162,7 @@ TEST(CommandsTest, ReadWriteLayout) {
   EXPECT_EQ(cmd.nlb(), 65536u);
 }
 
-TEST(CommandsTest, FabricsLayout) {
+TEST(HostCommandsTest, FabricsLayout) {
   uint8_t sqe[kSqeSize];
   BuildConnect(sqe, 3, 128, 15000);
   EXPECT_EQ(sqe[0], kFabricsOpcode);
@@ -188,7 +188,7 @@ TEST(CommandsTest, FabricsLayout) {
   EXPECT_EQ(sqe[property_cmd::kAttrib], 1);
 }
 
-TEST(CommandsTest, AdminLayout) {
+TEST(HostCommandsTest, AdminLayout) {
   uint8_t sqe[kSqeSize];
   Command cmd;
   BuildGetLogPage(sqe, log_page::kDiscovery, 0, 0x100000400ull, 0x40004);
@@ -210,7 +210,7 @@ TEST(CommandsTest, AdminLayout) {
   EXPECT_EQ(cmd.cdw(11), 0x00030003u);
 }
 
-TEST(CommandsTest, StatusText) {
+TEST(HostCommandsTest, StatusText) {
   Status invalid_host = Specific(sc_specific::kConnectInvalidHost);
   EXPECT_EQ(DescribeStatus(invalid_host), "SCT 1 SC 0x84 (connect invalid host) DNR");
   absl::Status s = NvmeStatusError("Connect", invalid_host);
@@ -223,7 +223,7 @@ TEST(CommandsTest, StatusText) {
 
 // --- Identify parsing -----------------------------------------------------------------------------------
 
-TEST(IdentifyTest, ParsesControllerData) {
+TEST(HostIdentifyTest, ParsesControllerData) {
   std::vector<uint8_t> d(kIdentifySize, 0);
   Store16(d.data() + id_ctrl::kVid, 0x8086);
   PutPadded(d.data() + id_ctrl::kSn, 20, "SPDK00000000000001", 18, ' ');
@@ -248,7 +248,7 @@ TEST(IdentifyTest, ParsesControllerData) {
   EXPECT_FALSE(ParseControllerData(absl::MakeConstSpan(d).subspan(0, 100)).ok());
 }
 
-TEST(IdentifyTest, ParsesNamespaceAndDescriptors) {
+TEST(HostIdentifyTest, ParsesNamespaceAndDescriptors) {
   std::vector<uint8_t> d(kIdentifySize, 0);
   Store64(d.data() + id_ns::kNsze, 8192);
   d[id_ns::kNlbaf] = 1;
@@ -278,7 +278,7 @@ TEST(IdentifyTest, ParsesNamespaceAndDescriptors) {
   EXPECT_FALSE(ApplyNamespaceDescriptors(desc, *ns).ok());
 }
 
-TEST(IdentifyTest, ParsesDiscoveryEntry) {
+TEST(HostIdentifyTest, ParsesDiscoveryEntry) {
   std::vector<uint8_t> e(kDiscoveryEntrySize, 0);
   e[disc_entry::kTrtype] = kTrtypeTcp;
   e[disc_entry::kAdrfam] = kAdrfamIpv4;
@@ -320,7 +320,7 @@ std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
   return v;
 }
 
-TEST(ControllerTest, ConnectsIdentifiesAndListsNamespaces) {
+TEST(HostControllerTest, ConnectsIdentifiesAndListsNamespaces) {
   FakeController fake(FakeController::Config{});
   auto ctrl = SyncController::Connect(TridFor(fake), FastOptions());
   ASSERT_TRUE(ctrl.ok()) << ctrl.status();
@@ -355,7 +355,7 @@ TEST(ControllerTest, ConnectsIdentifiesAndListsNamespaces) {
   EXPECT_TRUE(fake.saw_shutdown());
 }
 
-TEST(ControllerTest, ConnectRejectedWithInvalidHost) {
+TEST(HostControllerTest, ConnectRejectedWithInvalidHost) {
   FakeController::Config config;
   config.connect_status = Specific(sc_specific::kConnectInvalidHost);
   FakeController fake(config);
@@ -365,14 +365,14 @@ TEST(ControllerTest, ConnectRejectedWithInvalidHost) {
   EXPECT_THAT(std::string(ctrl.status().message()), HasSubstr("Connect failed: SCT 1 SC 0x84 (connect invalid host)"));
 }
 
-TEST(ControllerTest, ConnectRejectedForUnknownSubsystem) {
+TEST(HostControllerTest, ConnectRejectedForUnknownSubsystem) {
   FakeController fake(FakeController::Config{});
   auto ctrl = SyncController::Connect(TridFor(fake, "nqn.2016-06.io.spdk:other"), FastOptions());
   ASSERT_FALSE(ctrl.ok());
   EXPECT_THAT(std::string(ctrl.status().message()), HasSubstr("SCT 1 SC 0x82 (connect invalid parameters)"));
 }
 
-TEST(ControllerTest, TcpConnectFailureIsReported) {
+TEST(HostControllerTest, TcpConnectFailureIsReported) {
   std::string port;
   {
     FakeController fake(FakeController::Config{});
@@ -385,7 +385,7 @@ TEST(ControllerTest, TcpConnectFailureIsReported) {
   EXPECT_THAT(std::string(ctrl.status().message()), HasSubstr("connect to 127.0.0.1:" + port));
 }
 
-TEST(ControllerTest, ReadCompletedByC2HDataSuccessFlag) {
+TEST(HostControllerTest, ReadCompletedByC2HDataSuccessFlag) {
   FakeController::Config config;
   config.c2h_chunk = 1024;  // 4 C2HData PDUs, the last with SUCCESS, no CapsuleResp
   FakeController fake(config);
@@ -399,7 +399,7 @@ TEST(ControllerTest, ReadCompletedByC2HDataSuccessFlag) {
   EXPECT_EQ(fake.connections(), 2);  // admin + I/O queue 1
 }
 
-TEST(ControllerTest, ReadCompletedByCapsuleResp) {
+TEST(HostControllerTest, ReadCompletedByCapsuleResp) {
   FakeController::Config config;
   config.c2h_success = false;  // SPDK's target style: C2HData then CapsuleResp
   FakeController fake(config);
@@ -412,7 +412,7 @@ TEST(ControllerTest, ReadCompletedByCapsuleResp) {
   EXPECT_EQ(buffer, pattern);
 }
 
-TEST(ControllerTest, WriteViaR2TAndH2CDataChunks) {
+TEST(HostControllerTest, WriteViaR2TAndH2CDataChunks) {
   FakeController::Config config;
   config.ioccsz = 4;           // no in-capsule data
   config.maxh2cdata = 4096;    // each R2T answered with several H2CData PDUs
@@ -432,7 +432,7 @@ TEST(ControllerTest, WriteViaR2TAndH2CDataChunks) {
   EXPECT_EQ(back, data);
 }
 
-TEST(ControllerTest, SmallWriteGoesInCapsule) {
+TEST(HostControllerTest, SmallWriteGoesInCapsule) {
   FakeController::Config config;
   config.ioccsz = (8192 + 64) / 16;
   FakeController fake(config);
@@ -452,7 +452,7 @@ TEST(ControllerTest, SmallWriteGoesInCapsule) {
   EXPECT_TRUE(std::equal(big.begin(), big.end(), media.begin() + 200 * 512));
 }
 
-TEST(ControllerTest, DigestsAndControllerDataAlignment) {
+TEST(HostControllerTest, DigestsAndControllerDataAlignment) {
   FakeController::Config config;
   config.cpda = 3;  // host-to-controller data aligned to 16 bytes
   config.ioccsz = (4096 + 64) / 16;
@@ -477,7 +477,7 @@ TEST(ControllerTest, DigestsAndControllerDataAlignment) {
   EXPECT_EQ(fake.term_reqs_received(), 0);
 }
 
-TEST(ControllerTest, DigestsDeclinedByController) {
+TEST(HostControllerTest, DigestsDeclinedByController) {
   FakeController::Config config;
   config.allow_hdgst = false;
   config.allow_ddgst = false;
@@ -492,7 +492,7 @@ TEST(ControllerTest, DigestsDeclinedByController) {
   EXPECT_FALSE(fake.negotiated_hdgst());
 }
 
-TEST(ControllerTest, NvmeErrorStatusBecomesAbslError) {
+TEST(HostControllerTest, NvmeErrorStatusBecomesAbslError) {
   FakeController fake(FakeController::Config{});
   auto ctrl = SyncController::Connect(TridFor(fake), FastOptions());
   ASSERT_TRUE(ctrl.ok()) << ctrl.status();
@@ -505,7 +505,7 @@ TEST(ControllerTest, NvmeErrorStatusBecomesAbslError) {
   EXPECT_THAT(std::string(log.status().message()), HasSubstr("SCT 1 SC 0x09 (invalid log page)"));
 }
 
-TEST(ControllerTest, DiscoveryLogReadInPiecesWithGenerationRetry) {
+TEST(HostControllerTest, DiscoveryLogReadInPiecesWithGenerationRetry) {
   FakeController::Config config;
   config.discovery = true;
   config.subnqn = "nqn.2014-08.org.nvmexpress.discovery";
@@ -531,7 +531,7 @@ TEST(ControllerTest, DiscoveryLogReadInPiecesWithGenerationRetry) {
   EXPECT_THAT(report, HasSubstr("nqn.2016-06.io.spdk:cnode5"));
 }
 
-TEST(ControllerTest, KeepAliveSentEveryHalfKato) {
+TEST(HostControllerTest, KeepAliveSentEveryHalfKato) {
   FakeController fake(FakeController::Config{});
   SyncController::Options options = FastOptions();
   options.controller.kato_ms = 100;
@@ -544,7 +544,7 @@ TEST(ControllerTest, KeepAliveSentEveryHalfKato) {
   EXPECT_GE(fake.keep_alives(), 3);
 }
 
-TEST(ControllerTest, AdminCommandTimeoutFailsTheQueue) {
+TEST(HostControllerTest, AdminCommandTimeoutFailsTheQueue) {
   FakeController fake(FakeController::Config{});
   fake.SetHook([](FakeController::Connection&, const Command& cmd, const uint8_t*, uint32_t) {
     return cmd.opcode() == admin::kIdentify && (cmd.cdw(10) & 0xff) == cns::kNamespace;  // never answered
@@ -560,7 +560,7 @@ TEST(ControllerTest, AdminCommandTimeoutFailsTheQueue) {
 
 // --- The queue pair directly ---------------------------------------------------------------------------
 
-class QueuePairTest : public ::testing::Test {
+class HostQueuePairTest : public ::testing::Test {
  protected:
   void SetUp() override { reactor_.Start(); }
   void TearDown() override {
@@ -602,7 +602,7 @@ class QueuePairTest : public ::testing::Test {
   std::unique_ptr<QueuePair> qp_;
 };
 
-TEST_F(QueuePairTest, TermReqFromControllerFailsAllOutstandingCommands) {
+TEST_F(HostQueuePairTest, TermReqFromControllerFailsAllOutstandingCommands) {
   FakeController fake(FakeController::Config{});
   std::atomic<int> reads{0};
   fake.SetHook([&](FakeController::Connection& conn, const Command& cmd, const uint8_t*, uint32_t) {
@@ -641,7 +641,7 @@ TEST_F(QueuePairTest, TermReqFromControllerFailsAllOutstandingCommands) {
   });
 }
 
-TEST_F(QueuePairTest, MalformedPduSendsTermReqAndFails) {
+TEST_F(HostQueuePairTest, MalformedPduSendsTermReqAndFails) {
   FakeController fake(FakeController::Config{});
   fake.SetHook([&](FakeController::Connection& conn, const Command& cmd, const uint8_t*, uint32_t) {
     if (cmd.opcode() != io::kRead) return false;
@@ -666,7 +666,7 @@ TEST_F(QueuePairTest, MalformedPduSendsTermReqAndFails) {
   EXPECT_EQ(fake.term_reqs_received(), 1);
 }
 
-TEST_F(QueuePairTest, SubmissionsBeyondDepthAreRefusedAndBatchedPdusAllComplete) {
+TEST_F(HostQueuePairTest, SubmissionsBeyondDepthAreRefusedAndBatchedPdusAllComplete) {
   FakeController fake(FakeController::Config{});
   ASSERT_TRUE(Connect(fake, 16).ok());
   EXPECT_EQ(fake.last_connect_sqsize(), 15);
@@ -693,7 +693,7 @@ TEST_F(QueuePairTest, SubmissionsBeyondDepthAreRefusedAndBatchedPdusAllComplete)
   RunOn([&] { EXPECT_EQ(qp_->outstanding(), 0u); });
 }
 
-TEST_F(QueuePairTest, ConnectStatusReachesCallback) {
+TEST_F(HostQueuePairTest, ConnectStatusReachesCallback) {
   FakeController::Config config;
   config.connect_status = Specific(sc_specific::kConnectInvalidHost);
   FakeController fake(config);
@@ -712,7 +712,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TEST(HistogramTest, BucketsCoverTheRangeWithBoundedError) {
+TEST(HostHistogramTest, BucketsCoverTheRangeWithBoundedError) {
   for (uint64_t v : std::vector<uint64_t>{0, 1, 255, 256, 257, 1000, 123456789, (1ull << 40) + 12345, UINT64_MAX}) {
     size_t i = LatencyHistogram::BucketIndex(v);
     ASSERT_LT(i, LatencyHistogram::kBucketCount) << v;
@@ -728,7 +728,7 @@ TEST(HistogramTest, BucketsCoverTheRangeWithBoundedError) {
   }
 }
 
-TEST(HistogramTest, PercentilesAndMerge) {
+TEST(HostHistogramTest, PercentilesAndMerge) {
   LatencyHistogram a, b;
   for (uint64_t v = 1; v <= 1000; ++v) a.Record(v * 1000);  // 1..1000 us in ns
   b.Record(5'000'000);
@@ -744,7 +744,7 @@ TEST(HistogramTest, PercentilesAndMerge) {
   EXPECT_EQ(LatencyHistogram().Percentile(0.5), 0u);
 }
 
-TEST(PerfArgsTest, ParsesSizesAndWorkloads) {
+TEST(HostPerfArgsTest, ParsesSizesAndWorkloads) {
   EXPECT_EQ(*ParseSize("4096"), 4096u);
   EXPECT_EQ(*ParseSize("4k"), 4096u);
   EXPECT_EQ(*ParseSize("128K"), 131072u);
@@ -760,7 +760,7 @@ TEST(PerfArgsTest, ParsesSizesAndWorkloads) {
   EXPECT_FALSE(ParseWorkload("trim").ok());
 }
 
-TEST(PerfArgsTest, ParsesCommandLine) {
+TEST(HostPerfArgsTest, ParsesCommandLine) {
   const char* argv[] = {"smad-perf", "-r", "trtype:tcp traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:c1",
                         "-q", "32", "-o", "64k", "-w", "randrw", "-M", "70", "-t", "5", "-c", "0x3",
                         "--hdgst", "--ddgst", "--ns", "2", "--verify", "--no-busy-poll"};
@@ -794,7 +794,7 @@ TEST(PerfArgsTest, ParsesCommandLine) {
   EXPECT_THAT(help, HasSubstr("--queue-depth"));
 }
 
-TEST(ToolsTest, PerfRunsAgainstFakeWithVerify) {
+TEST(HostToolsTest, PerfRunsAgainstFakeWithVerify) {
   nvme::testing::FakeController::Config config;
   config.ioccsz = (4096 + 64) / 16;
   nvme::testing::FakeController fake(config);
@@ -822,7 +822,7 @@ TEST(ToolsTest, PerfRunsAgainstFakeWithVerify) {
   EXPECT_THAT(report, HasSubstr("\"verify_failures\":0}"));
 }
 
-TEST(ToolsTest, PerfRejectsIoSizeNotMultipleOfBlockSize) {
+TEST(HostToolsTest, PerfRejectsIoSizeNotMultipleOfBlockSize) {
   nvme::testing::FakeController::Config config;
   config.block_size = 4096;
   config.blocks = 256;
@@ -843,7 +843,7 @@ TEST(ToolsTest, PerfRejectsIoSizeNotMultipleOfBlockSize) {
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("block size 4096"));
 }
 
-TEST(ToolsTest, IdentifyReportsControllerAndNamespaces) {
+TEST(HostToolsTest, IdentifyReportsControllerAndNamespaces) {
   nvme::testing::FakeController fake(nvme::testing::FakeController::Config{});
   const std::string trid = "trtype:tcp traddr:127.0.0.1 trsvcid:" + fake.port() +
                            " subnqn:nqn.2016-06.io.spdk:cnode1 hostnqn:nqn.2014-08.org.nvmexpress:uuid:"
@@ -865,7 +865,7 @@ TEST(ToolsTest, IdentifyReportsControllerAndNamespaces) {
   EXPECT_TRUE(fake.saw_shutdown());
 }
 
-TEST(ToolsTest, IdentifyReportsConnectFailure) {
+TEST(HostToolsTest, IdentifyReportsConnectFailure) {
   nvme::testing::FakeController::Config config;
   config.connect_status = nvme::Specific(nvme::sc_specific::kConnectInvalidHost);
   nvme::testing::FakeController fake(config);

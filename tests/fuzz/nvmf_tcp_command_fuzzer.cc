@@ -46,7 +46,7 @@ struct Environment {
     port = ntohs(addr.sin_port);
     close(probe);
     Json listen = {{"trtype", "tcp"}, {"traddr", "127.0.0.1"}, {"trsvcid", std::to_string(port)}};
-    for (const auto& [method, params] : std::vector<std::pair<std::string, Json>>{
+    for (const auto& entry : std::vector<std::pair<std::string, Json>>{
              {"nvmf_create_transport", {{"trtype", "TCP"}}},
              {"bdev_malloc_create", {{"name", "M0"}, {"num_blocks", 2048}, {"block_size", 512}}},
              {"nvmf_create_subsystem", {{"nqn", "nqn.2016-06.io.spdk:remote0"}, {"allow_any_host", true}}},
@@ -55,6 +55,8 @@ struct Environment {
              {"nvmf_create_subsystem", {{"nqn", "nqn.2016-06.io.spdk:restricted"}}},
              {"nvmf_subsystem_add_listener", {{"nqn", "nqn.2016-06.io.spdk:restricted"}, {"listen_address", listen}}},
          }) {
+      const std::string& method = entry.first;
+      const Json& params = entry.second;
       std::promise<Json> answer;
       control.Post([&] { core->dispatcher().Call(method, params, [&](const Json& r) { answer.set_value(r); }); });
       Json r = answer.get_future().get();

@@ -156,18 +156,22 @@ std::vector<uint8_t> Controller::IdentifyController() const {
   d[kFrmw] = 0x3;  // one slot, slot 1 read-only
   d[kLpa] = 0x04;  // extended data for Get Log Page
   d[kElpe] = 127;
-  Store16(&d[kKas], 10);  // 100 ms granularity
-  d[kSqes] = 0x66;
-  d[kCqes] = 0x44;
+  Store16(&d[kKas], 10);  // keep-alive granularity 1 s (KAS counts 100 ms units)
+  // Queue entry sizes and the capsule fields below describe I/O queues; a discovery controller has none,
+  // and for it these fields are reserved (zero), as SPDK's discovery controller reports them.
+  d[kSqes] = info_.discovery ? 0 : 0x66;
+  d[kCqes] = info_.discovery ? 0 : 0x44;
   Store16(&d[kMaxcmd], static_cast<uint16_t>(opts.max_queue_depth));
   Store32(&d[kNn], info_.discovery ? 0 : info_.max_namespaces);
   Store16(&d[kOncs], info_.discovery ? 0 : 0x000c);  // dataset management, write zeroes
   d[kVwc] = info_.discovery ? 0 : 1;
   Store32(&d[kSgls], 0x00300001);  // SGLs, offsets, transport SGL data blocks
   nvme::PutPadded(&d[kSubnqn], 256, info_.subnqn.data(), info_.subnqn.size(), '\0');
-  Store32(&d[kIoccsz], (64 + opts.in_capsule_data_size) / 16);
-  Store32(&d[kIorcsz], 1);
-  d[kMsdbd] = 1;
+  if (!info_.discovery) {
+    Store32(&d[kIoccsz], (64 + opts.in_capsule_data_size) / 16);
+    Store32(&d[kIorcsz], 1);
+    d[kMsdbd] = 1;
+  }
   return d;
 }
 
@@ -248,7 +252,7 @@ void Controller::Identify(TcpQpair& q, Request& req) {
         return q.Complete(req, Generic(sc::kInvalidField));
     }
   }
-  req.data = std::move(d);
+  req.data.assign(d.begin(), d.end());
   q.Complete(req, Generic(sc::kSuccess));
 }
 
@@ -409,6 +413,19 @@ void Controller::AsyncEventRequest(TcpQpair& q, Request& req) {
   if (aers_.size() > kAerLimit) return q.Complete(req, Specific(nvme::sc_specific::kAsyncEventLimitExceeded));
   aers_.push_back(&req);
   DeliverEvents();
+}
+
+bool Controller::RetireAer(uint16_t cid) {
+  for (auto it = aers_.begin(); it != aers_.end(); ++it) {
+    Request* req = *it;
+    if (req->cmd.cid() != cid) continue;
+    aers_.erase(it);
+    spdlog::debug("controller {} of {}: command ID {} reused, Asynchronous Event Request retired", info_.cntlid,
+                  info_.subnqn, cid);
+    req->qpair->FreeRequest(*req);
+    return true;
+  }
+  return false;
 }
 
 void Controller::NotifyNamespaceChanged(uint32_t nsid) {

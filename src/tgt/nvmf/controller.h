@@ -50,6 +50,9 @@ class Controller : public std::enable_shared_from_this<Controller> {
   void NotifyNamespaceChanged(uint32_t nsid);
   // The admin queue closed: stop timers and fail outstanding AERs.
   void OnAdminClosed();
+  // Forgets the outstanding Asynchronous Event Request with command ID `cid` (the host reused the ID, so
+  // it abandoned the request) and frees its request without a completion. False when there is none.
+  bool RetireAer(uint16_t cid);
 
  private:
   void PropertyGet(TcpQpair& q, Request& req);

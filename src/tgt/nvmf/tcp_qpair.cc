@@ -268,13 +268,20 @@ void TcpQpair::FreeRequest(Request& req) {
   uint16_t cid = req.cmd.cid();
   cid_in_use_[cid >> 6] &= ~(uint64_t{1} << (cid & 63));
   req.state = Request::State::kFree;
-  if (req.data.capacity() > options_.max_io_size) std::vector<uint8_t>().swap(req.data);
+  if (req.data.capacity() > options_.max_io_size) IoBuffer().swap(req.data);
   free_slots_.push_back(req.slot);
 }
 
 void TcpQpair::HandleCapsule(const tcp::Pdu& pdu) {
   nvme::Command cmd;
   std::memcpy(cmd.raw, pdu.header + tcp::kCommonHeaderSize, nvme::kSqeSize);
+  if (qid_ == 0 && controller_ != nullptr && (cid_in_use_[cmd.cid() >> 6] >> (cmd.cid() & 63) & 1)) {
+    // SPDK's host, when it detaches, completes its outstanding Asynchronous Event Requests locally and
+    // reuses their command IDs for the shutdown sequence (Property Get/Set CC; see the identify and
+    // discover captures in tests/data/nvme-tcp). A command that reuses the CID of an outstanding AER
+    // retires that AER, which the host gave up, instead of failing the connection.
+    controller_->RetireAer(cmd.cid());
+  }
   Request* req = AllocRequest(cmd.cid());
   if (req == nullptr) {
     tcp::ProtocolError error;
@@ -565,6 +572,9 @@ void TcpQpair::Complete(Request& req, nvme::Status status, uint64_t value) {
     FreeRequest(req);
     return;
   }
+  // nvme::Generic() sets DNR by default, also for kSuccess; a successful completion's status field must be
+  // all zeroes (hosts such as Linux treat any non-zero status word, DNR alone included, as an error).
+  if (status.ok()) status.dnr = false;
   uint8_t cqe[nvme::kCqeSize] = {};
   nvme::Store32(cqe, static_cast<uint32_t>(value));
   nvme::Store32(cqe + 4, static_cast<uint32_t>(value >> 32));

@@ -2,8 +2,12 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -19,6 +23,71 @@ class NvmfTarget;
 class PollGroup;
 class TcpQpair;
 
+// A request's data buffer. The data goes to the bdev as it is, and aio bdevs open their file with O_DIRECT,
+// which refuses (-EINVAL) memory not aligned to the logical block size; std::vector's storage is only
+// 16-byte aligned. So this keeps its bytes 4 KiB aligned (512-byte and 4Kn devices alike). The interface
+// is the part of std::vector that the qpair and the controller use, with the same semantics (resize
+// keeps the contents and zero-fills, assign replaces them); capacity is kept across clear().
+class IoBuffer {
+ public:
+  static constexpr size_t kAlignment = 4096;
+
+  IoBuffer() = default;
+  IoBuffer(IoBuffer&& other) noexcept { swap(other); }
+  IoBuffer& operator=(IoBuffer&& other) noexcept {
+    IoBuffer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~IoBuffer() { Free(bytes_); }
+
+  uint8_t* data() { return bytes_; }
+  const uint8_t* data() const { return bytes_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  size_t capacity() const { return capacity_; }
+  void clear() { size_ = 0; }
+  void resize(size_t n) {
+    Reserve(n, /*keep=*/true);
+    if (n > size_) std::memset(bytes_ + size_, 0, n - size_);
+    size_ = n;
+  }
+  void assign(size_t n, uint8_t value) {
+    Reserve(n, /*keep=*/false);
+    if (n > 0) std::memset(bytes_, value, n);
+    size_ = n;
+  }
+  template <typename It>
+  void assign(It first, It last) {
+    size_t n = static_cast<size_t>(std::distance(first, last));
+    Reserve(n, /*keep=*/false);
+    std::copy(first, last, bytes_);
+    size_ = n;
+  }
+  void swap(IoBuffer& other) noexcept {
+    std::swap(bytes_, other.bytes_);
+    std::swap(size_, other.size_);
+    std::swap(capacity_, other.capacity_);
+  }
+
+ private:
+  static void Free(uint8_t* p) {
+    if (p != nullptr) ::operator delete(p, std::align_val_t{kAlignment});
+  }
+  // Makes room for `n` bytes, keeping the current contents if `keep`.
+  void Reserve(size_t n, bool keep) {
+    if (n <= capacity_) return;
+    auto* bigger = static_cast<uint8_t*>(::operator new(n, std::align_val_t{kAlignment}));
+    if (keep && size_ > 0) std::memcpy(bigger, bytes_, size_);
+    Free(bytes_);
+    bytes_ = bigger;
+    capacity_ = n;
+  }
+
+  uint8_t* bytes_ = nullptr;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
 // One command in flight on a qpair: the SQE, its data buffer, and where it is in its life.
 struct Request {
   enum class State { kFree, kNeedData, kExecuting, kDone };
@@ -26,7 +95,7 @@ struct Request {
   TcpQpair* qpair = nullptr;
   uint16_t slot = 0;  // index in the qpair's table; the R2T transfer tag
   nvme::Command cmd{};
-  std::vector<uint8_t> data;  // host-to-controller data received, or controller-to-host data to send
+  IoBuffer data;  // host-to-controller data received, or controller-to-host data to send (block aligned)
   uint32_t transfer_length = 0;  // bytes the SGL describes
   uint32_t received = 0;         // host-to-controller bytes received so far
   bool host_to_controller = false;

@@ -19,6 +19,7 @@
 #include "nlohmann/json.hpp"
 #include "reactor/reactor.h"
 #include "spdlog/spdlog.h"
+#include "support/net.h"
 #include "tgt/app/target_core.h"
 
 namespace {
@@ -35,16 +36,7 @@ struct Environment {
     core = std::make_unique<smad::tgt::TargetCore>(control, std::vector<int>{0}, false, [] {});
     core->Start();
     control.Start();
-    // A free port: bind 0, read it back, close.
-    int probe = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
-    port = ntohs(addr.sin_port);
-    close(probe);
+    port = static_cast<uint16_t>(std::stoi(smad::testing::FreeTcpPort()));
     Json listen = {{"trtype", "tcp"}, {"traddr", "127.0.0.1"}, {"trsvcid", std::to_string(port)}};
     for (const auto& entry : std::vector<std::pair<std::string, Json>>{
              {"nvmf_create_transport", {{"trtype", "TCP"}}},

@@ -75,25 +75,18 @@ absl::StatusOr<TransportOptions> TransportOptions::FromJson(const Json& params) 
 }
 
 Json TransportOptions::ToJson() const {
-  return Json{{"trtype", "TCP"},
-              {"max_queue_depth", max_queue_depth},
-              {"max_io_qpairs_per_ctrlr", max_io_qpairs_per_ctrlr},
-              {"in_capsule_data_size", in_capsule_data_size},
-              {"max_io_size", max_io_size},
-              {"io_unit_size", io_unit_size},
-              {"max_aq_depth", max_aq_depth},
-              {"iobuf_small_cache_size", 4294967295u},
-              {"iobuf_large_cache_size", 4294967295u},
-              {"dif_insert_or_strip", false},
-              {"zcopy", false},
-              {"c2h_success", c2h_success},
-              {"sock_priority", sock_priority},
-              {"abort_timeout_sec", abort_timeout_sec},
-              {"ack_timeout", 0},
-              {"data_wr_pool_size", 0},
-              {"disable_command_passthru", false},
-              {"kas", 100},
-              {"min_kato", 10000}};
+  // What nvmf_get_transports shows: the configurable options plus SPDK's fixed fields.
+  Json j = ToConfigParams();
+  j.update(Json{{"iobuf_small_cache_size", 4294967295u},
+                {"iobuf_large_cache_size", 4294967295u},
+                {"dif_insert_or_strip", false},
+                {"zcopy", false},
+                {"ack_timeout", 0},
+                {"data_wr_pool_size", 0},
+                {"disable_command_passthru", false},
+                {"kas", 100},
+                {"min_kato", 10000}});
+  return j;
 }
 
 Json TransportOptions::ToConfigParams() const {

@@ -58,8 +58,9 @@ class BdevManager {
   absl::StatusOr<std::unique_ptr<BdevDesc>> Open(const std::string& name, absl::AnyInvocable<void()> on_remove);
 
   // Deletes a bdev: notifies every descriptor, waits until all are closed and every reactor released its
-  // channel, then destroys it. `product` (e.g. "Malloc disk") restricts which module may be deleted.
-  // Errors: ENODEV if absent (or of another module), EBUSY... never: deletion always proceeds.
+  // channel, then destroys it. `product` (e.g. "Malloc disk") restricts which module may be deleted;
+  // nullptr allows any. Errors: ENODEV if absent or of another module. Once started, deletion always
+  // completes: holders cannot refuse it.
   void Unregister(const std::string& name, const char* product, Done done);
 
   // Calls `done` with the bdev once `name` exists, or ETIMEDOUT after `timeout_ms`.

@@ -80,9 +80,9 @@ int Run(const Options& options) {
       std::printf("%-9zu %-6s %-10s %12.0f %10.1f %14.0f %9.2f %9.2f %9.1f%s\n", harness.size(),
                   core_set.c_str(), workload.c_str(), total.iops, total.mibps(),
                   total.iops / static_cast<double>(harness.size()),
-                  static_cast<double>(total.latency.PercentileNs(0.50)) / 1e3,
-                  static_cast<double>(total.latency.PercentileNs(0.99)) / 1e3,
-                  static_cast<double>(total.latency.max_ns()) / 1e3, note.c_str());
+                  static_cast<double>(total.latency.Percentile(0.50)) / 1e3,
+                  static_cast<double>(total.latency.Percentile(0.99)) / 1e3,
+                  static_cast<double>(total.latency.max()) / 1e3, note.c_str());
       std::fflush(stdout);
     }
   }

@@ -18,64 +18,6 @@
 #include "tgt/bdev/memory_bdevs.h"
 
 namespace smad::bench {
-namespace {
-
-constexpr size_t kSubBuckets = size_t{1} << 6;
-// Index(UINT64_MAX) + 1: exponent 57, mantissa 127.
-constexpr size_t kNumBuckets = 57 * kSubBuckets + 2 * kSubBuckets;
-
-}  // namespace
-
-// --- LatencyHistogram ------------------------------------------------------------------------------
-
-LatencyHistogram::LatencyHistogram() : buckets_(kNumBuckets, 0) {}
-
-size_t LatencyHistogram::Index(uint64_t ns) {
-  // Values below 2^(kSubBits+1) map to themselves; above, `shift` drops the bits below the leading
-  // kSubBits+1 ones and each power of two gets kSubBuckets buckets.
-  int msb = 63 - std::countl_zero(ns | 1);
-  int shift = std::max(0, msb - kSubBits);
-  return static_cast<size_t>(shift) * kSubBuckets + static_cast<size_t>(ns >> shift);
-}
-
-uint64_t LatencyHistogram::Midpoint(size_t index) {
-  if (index < 2 * kSubBuckets) return index;
-  size_t shift = index / kSubBuckets - 1;
-  uint64_t mantissa = index - shift * kSubBuckets;  // in [kSubBuckets, 2 * kSubBuckets)
-  uint64_t low = mantissa << shift;
-  return low + ((uint64_t{1} << shift) - 1) / 2;
-}
-
-void LatencyHistogram::Record(uint64_t ns) {
-  ++buckets_[Index(ns)];
-  ++count_;
-  sum_ += ns;
-  max_ = std::max(max_, ns);
-}
-
-void LatencyHistogram::Merge(const LatencyHistogram& other) {
-  for (size_t i = 0; i < buckets_.size(); ++i) buckets_[i] += other.buckets_[i];
-  count_ += other.count_;
-  sum_ += other.sum_;
-  max_ = std::max(max_, other.max_);
-}
-
-void LatencyHistogram::Clear() {
-  std::fill(buckets_.begin(), buckets_.end(), 0);
-  count_ = sum_ = max_ = 0;
-}
-
-uint64_t LatencyHistogram::PercentileNs(double q) const {
-  if (count_ == 0) return 0;
-  uint64_t rank = static_cast<uint64_t>(q * static_cast<double>(count_) + 0.999999);
-  rank = std::clamp<uint64_t>(rank, 1, count_);
-  uint64_t seen = 0;
-  for (size_t i = 0; i < buckets_.size(); ++i) {
-    seen += buckets_[i];
-    if (seen >= rank) return std::min(Midpoint(i), max_);
-  }
-  return max_;
-}
 
 SampleSummary Summarize(std::vector<uint64_t> samples_ns) {
   SampleSummary s;

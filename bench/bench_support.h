@@ -1,4 +1,4 @@
-// Shared pieces of the benchmarks: a latency histogram, machine description, an in-process bdev
+// Shared pieces of the benchmarks: machine description, an in-process bdev
 // harness (control reactor + data reactors + BdevManager, as tests/unit/tgt/bdev_test.cc sets up) and a
 // closed-loop I/O generator that keeps a fixed queue depth on one reactor.
 #pragma once
@@ -14,40 +14,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/latency_histogram.h"
 #include "reactor/reactor.h"
 #include "tgt/bdev/bdev.h"
 #include "tgt/bdev/bdev_manager.h"
 
 namespace smad::bench {
 
-// A log-linear histogram of nanosecond values: exact below 128 ns, then 64 buckets per power of two, so a
-// reported percentile is within 1/128 of the true value. Thread compatible.
-class LatencyHistogram {
- public:
-  LatencyHistogram();
-
-  void Record(uint64_t ns);
-  void Merge(const LatencyHistogram& other);
-  void Clear();
-
-  uint64_t count() const { return count_; }
-  uint64_t max_ns() const { return max_; }
-  double MeanNs() const {
-    return count_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(count_);
-  }
-  // The value at quantile `q` (0 < q <= 1), nearest rank, as its bucket's midpoint. 0 when empty.
-  uint64_t PercentileNs(double q) const;
-
- private:
-  static constexpr int kSubBits = 6;
-  static size_t Index(uint64_t ns);
-  static uint64_t Midpoint(size_t index);
-
-  std::vector<uint64_t> buckets_;
-  uint64_t count_ = 0;
-  uint64_t sum_ = 0;
-  uint64_t max_ = 0;
-};
+// Latencies are recorded in nanoseconds in smad::LatencyHistogram (common/latency_histogram.h).
+using smad::LatencyHistogram;
 
 // Exact summary of a small set of samples (nearest-rank percentiles).
 struct SampleSummary {

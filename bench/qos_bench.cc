@@ -84,8 +84,8 @@ void PrintRow(const std::string& case_name, const char* bdev, const Case& c, con
               const std::string& verdict) {
   std::printf("%-22s %-9s %4uK %4d%% %10.0f %9.1f %9.1f %9.1f %9.1f  %s\n", case_name.c_str(), bdev,
               c.io_size / 1024, c.read_percent, r.iops, r.read_mibps, r.write_mibps,
-              static_cast<double>(r.latency.PercentileNs(0.50)) / 1e3,
-              static_cast<double>(r.latency.PercentileNs(0.99)) / 1e3, verdict.c_str());
+              static_cast<double>(r.latency.Percentile(0.50)) / 1e3,
+              static_cast<double>(r.latency.Percentile(0.99)) / 1e3, verdict.c_str());
 }
 
 int Run(const Options& options) {

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nvme/host/transport_id.h"
-#include "tools/histogram.h"
+#include "common/latency_histogram.h"
 
 namespace smad::tools {
 

@@ -18,7 +18,7 @@
 #include "nvme/host/queue_pair.h"
 #include "nvme/host/sync_controller.h"
 #include "nvme/host/transport_id.h"
-#include "tools/histogram.h"
+#include "common/latency_histogram.h"
 #include "tools/identify.h"
 #include "tools/perf.h"
 #include "unit/nvme/fake_controller.h"

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace smad::tools {
+namespace smad {
 
 // Thread compatible: one writer, or external synchronization.
 class LatencyHistogram {
@@ -44,4 +44,4 @@ class LatencyHistogram {
   uint64_t max_ = 0;
 };
 
-}  // namespace smad::tools
+}  // namespace smad

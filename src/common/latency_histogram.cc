@@ -1,10 +1,10 @@
-#include "tools/histogram.h"
+#include "common/latency_histogram.h"
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
 
-namespace smad::tools {
+namespace smad {
 
 LatencyHistogram::LatencyHistogram() : buckets_(kBucketCount, 0) {}
 
@@ -74,4 +74,4 @@ uint64_t LatencyHistogram::Percentile(double fraction) const {
   return max_;
 }
 
-}  // namespace smad::tools
+}  // namespace smad

@@ -981,8 +981,16 @@ TEST(NvmfTcpTest, HostNotInSubsystemIsRefusedWithConnectInvalidHost) {
   ASSERT_EQ(controllers.size(), 1u) << controllers.dump();
   EXPECT_EQ(controllers[0]["hostnqn"], kHostNqn);
 
-  // Revoking the host refuses its next association; allow_any_host admits everyone.
+  // Revoking the host closes its controller and refuses its next association; allow_any_host admits
+  // everyone.
   tgt.Call("nvmf_subsystem_remove_host", {{"nqn", kSubNqn}, {"host", kHostNqn}});
+  auto closed_deadline = Clock::now() + 5s;
+  while (!tgt.Call("nvmf_subsystem_get_controllers", {{"nqn", kSubNqn}}).empty() && Clock::now() < closed_deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(tgt.Call("nvmf_subsystem_get_controllers", {{"nqn", kSubNqn}}), Json::array());
+  std::vector<uint8_t> after_revoke(4096);
+  EXPECT_FALSE(allowed->Read(1, 0, 8, absl::MakeSpan(after_revoke)).ok()) << "a revoked host kept its access";
   auto revoked = SyncController::Connect(Trid(port, kSubNqn, kHostNqn), HostOptions());
   ASSERT_FALSE(revoked.ok());
   EXPECT_THAT(std::string(revoked.status().message()), HasSubstr("SCT 1 SC 0x84"));

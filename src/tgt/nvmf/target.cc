@@ -394,6 +394,7 @@ absl::Status NvmfTarget::RemoveHost(const std::string& nqn, const std::string& h
   if (it == s->hosts_.end()) return absl::NotFoundError("host " + host + " is not allowed");
   s->hosts_.erase(it);
   ++discovery_generation_;
+  DisconnectRevokedHosts(*s);
   return absl::OkStatus();
 }
 
@@ -403,6 +404,7 @@ absl::Status NvmfTarget::SetAllowAnyHost(const std::string& nqn, bool allow) {
   if (s->is_discovery()) return absl::InvalidArgumentError("the discovery subsystem always allows any host");
   s->params_.allow_any_host = allow;
   ++discovery_generation_;
+  DisconnectRevokedHosts(*s);
   return absl::OkStatus();
 }
 
@@ -627,6 +629,19 @@ void NvmfTarget::DisconnectAll(uint32_t subsystem_id) {
     }
   }
   std::erase_if(controllers_, [subsystem_id](const ControllerEntry& e) { return e.subsystem_id == subsystem_id; });
+}
+
+void NvmfTarget::DisconnectRevokedHosts(const Subsystem& subsystem) {
+  for (const ControllerEntry& e : controllers_) {
+    if (e.subsystem_id != subsystem.id() || subsystem.HostAllowed(e.hostnqn)) continue;
+    spdlog::info("host {} lost access to {}: closing controller {}", e.hostnqn, subsystem.nqn(), e.cntlid);
+    // Closing the admin queue ends the controller; its registry entry goes in QpairGone.
+    for (const QpairRef& q : e.qpairs) {
+      q.reactor->Post([weak = q.qpair] {
+        if (auto qpair = weak.lock()) qpair->Close("host access revoked");
+      });
+    }
+  }
 }
 
 void NvmfTarget::NotifyNamespaceChanged(uint32_t subsystem_id, uint32_t nsid) {

@@ -147,6 +147,8 @@ class NvmfTarget {
   void RemoveNamespace(const std::string& nqn, uint32_t nsid, Done done);
 
   // Errors: NotFound (subsystem), AlreadyExists / NotFound (host), InvalidArgument (bad NQN).
+  // Revoking access (RemoveHost, SetAllowAnyHost(false)) also disconnects the controllers of every host
+  // that is no longer allowed, as SPDK does.
   absl::Status AddHost(const std::string& nqn, const std::string& host);
   absl::Status RemoveHost(const std::string& nqn, const std::string& host);
   absl::Status SetAllowAnyHost(const std::string& nqn, bool allow);
@@ -192,6 +194,8 @@ class NvmfTarget {
   void NotifyNamespaceChanged(uint32_t subsystem_id, uint32_t nsid);
   // Closes every qpair of every controller of the subsystem (it is being deleted).
   void DisconnectAll(uint32_t subsystem_id);
+  // Closes the controllers of the subsystem whose host is no longer allowed (access was revoked).
+  void DisconnectRevokedHosts(const Subsystem& subsystem);
   void AcceptConnection(int fd, Reactor& reactor);
 
   struct QpairRef {

@@ -11,3 +11,10 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
 find_library(AIO_LIBRARY aio REQUIRED)
 find_path(AIO_INCLUDE_DIR libaio.h REQUIRED)
+
+# smad (the agent): gRPC + protobuf for the SMA API, SQLite for the state store, yaml-cpp for the config.
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(SQLite3 REQUIRED)
+find_package(yaml-cpp CONFIG REQUIRED)
+find_package(OpenSSL REQUIRED)

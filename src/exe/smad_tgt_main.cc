@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("-c,--config", options.config_file, "SPDK JSON configuration to load at start");
   app.add_option("--tcp-rpc", options.tcp_rpc, "also serve JSON-RPC on TCP HOST:PORT");
+  app.add_option("-S,--vhost-socket-dir", options.vhost_socket_dir,
+                 "directory for vhost controller sockets (default: the working directory)");
   app.add_flag("--busy-poll", options.busy_poll, "reactors poll instead of sleeping (lowest latency)");
   app.add_option("-L,--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   try {

@@ -109,8 +109,9 @@ absl::Status TargetApp::Run() {
   }
   RaiseFileLimit();
 
-  s.core = std::make_unique<TargetCore>(s.control, *cores, options_.busy_poll,
-                                        [&s] { s.control.Defer([&s] { s.Shutdown(absl::OkStatus()); }); });
+  s.core = std::make_unique<TargetCore>(
+      s.control, *cores, options_.busy_poll, [&s] { s.control.Defer([&s] { s.Shutdown(absl::OkStatus()); }); },
+      options_.vhost_socket_dir);
   s.server = std::make_unique<jsonrpc::Server>(s.control, s.core->dispatcher());
 
   sigset_t set;

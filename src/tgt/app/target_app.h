@@ -12,6 +12,7 @@ struct TargetOptions {
   std::string tcp_rpc;         // "host:port", empty for none
   std::string cpumask = "0x1";
   std::string config_file;     // SPDK JSON config to load at start, empty for none
+  std::string vhost_socket_dir;  // where vhost controller sockets go (SPDK's -S); empty: working directory
   bool busy_poll = false;      // reactors spin instead of sleeping (SPDK's poll mode)
 };
 

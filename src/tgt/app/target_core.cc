@@ -6,19 +6,36 @@ namespace smad::tgt {
 
 using Json = nlohmann::json;
 
+namespace {
+
+// The subsystems smad-tgt provides, in replay order.
+constexpr const char* kSubsystems[] = {"bdev", "nvmf", "vhost_blk"};
+
+bool Provided(const std::string& name) {
+  for (const char* s : kSubsystems) {
+    if (name == s) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 TargetCore::TargetCore(Reactor& control, const std::vector<int>& cores, bool busy_poll,
-                       std::function<void()> request_shutdown)
+                       std::function<void()> request_shutdown, std::string vhost_socket_dir)
     : control_(control), reactors_(std::make_unique<ReactorSet>(cores, busy_poll)) {
   bdevs_ = std::make_unique<BdevManager>(control_, *reactors_);
   nvmf_ = std::make_unique<NvmfTarget>(control_, *reactors_, *bdevs_);
-  rpc_ = std::unique_ptr<RpcContext>(new RpcContext{control_, *bdevs_, *nvmf_, dispatcher_,
+  vhost_ = std::make_unique<VhostTarget>(control_, *bdevs_, std::move(vhost_socket_dir), cores);
+  rpc_ = std::unique_ptr<RpcContext>(new RpcContext{control_, *bdevs_, *nvmf_, *vhost_, dispatcher_,
                                                     std::move(request_shutdown), [this] { return SaveConfig(); }});
   RegisterAppRpcs(*rpc_);
   RegisterBdevRpcs(*rpc_);
   RegisterNvmfRpcs(*rpc_);
+  RegisterVhostRpcs(*rpc_);
 }
 
 TargetCore::~TargetCore() {
+  vhost_.reset();
   nvmf_.reset();
   bdevs_.reset();
 }
@@ -45,7 +62,8 @@ Json TargetCore::SaveConfig() const {
                              {"w_mbytes_per_sec", q.w_mbytes_per_sec}}}});
   }
   return Json{{"subsystems", Json::array({{{"subsystem", "bdev"}, {"config", bdev_config}},
-                                          {{"subsystem", "nvmf"}, {"config", nvmf_->ConfigEntries()}}})}};
+                                          {{"subsystem", "nvmf"}, {"config", nvmf_->ConfigEntries()}},
+                                          {{"subsystem", "vhost_blk"}, {"config", vhost_->ConfigEntries()}}})}};
 }
 
 void TargetCore::LoadConfig(const Json& config, absl::AnyInvocable<void(absl::Status)> done) {
@@ -53,7 +71,7 @@ void TargetCore::LoadConfig(const Json& config, absl::AnyInvocable<void(absl::St
   const Json empty = Json::array();
   const Json& subsystems = config.is_object() && config.contains("subsystems") ? config["subsystems"] : empty;
   if (!subsystems.is_array()) return done(absl::InvalidArgumentError("config: \"subsystems\" must be an array"));
-  for (const char* name : {"bdev", "nvmf"}) {
+  for (const char* name : kSubsystems) {
     for (const auto& subsystem : subsystems) {
       if (!subsystem.is_object() || subsystem.value("subsystem", "") != name) continue;
       if (subsystem.contains("config") && subsystem["config"].is_array()) {
@@ -64,7 +82,7 @@ void TargetCore::LoadConfig(const Json& config, absl::AnyInvocable<void(absl::St
   for (const auto& subsystem : subsystems) {
     if (!subsystem.is_object()) continue;
     std::string name = subsystem.value("subsystem", "");
-    if (name != "bdev" && name != "nvmf" && subsystem.contains("config") && subsystem["config"].is_array() &&
+    if (!Provided(name) && subsystem.contains("config") && subsystem["config"].is_array() &&
         !subsystem["config"].empty()) {
       spdlog::warn("config: subsystem '{}' is not provided by smad-tgt; its {} entries are skipped", name,
                    subsystem["config"].size());
@@ -95,6 +113,7 @@ void TargetCore::LoadEntries(std::shared_ptr<std::vector<Json>> entries, size_t 
 
 void TargetCore::Shutdown(absl::AnyInvocable<void() &&> done) {
   auto shared = std::make_shared<absl::AnyInvocable<void() &&>>(std::move(done));
+  vhost_->Shutdown();
   nvmf_->Shutdown([this, shared] { bdevs_->UnregisterAll([shared] { std::move(*shared)(); }); });
 }
 

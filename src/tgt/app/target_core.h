@@ -12,19 +12,22 @@
 #include "tgt/bdev/bdev_manager.h"
 #include "tgt/nvmf/target.h"
 #include "tgt/rpc/rpc.h"
+#include "tgt/vhost/vhost_target.h"
 
 namespace smad::tgt {
 
-// The target without the process around it: data reactors, the bdev layer, the NVMe-oF target and the
-// JSON-RPC method table, driven by a control reactor that the owner runs. TargetApp wraps it in a process
+// The target without the process around it: data reactors, the bdev layer, the NVMe-oF target, the vhost
+// target and the JSON-RPC method table, driven by a control reactor that the owner runs. TargetApp wraps it in a process
 // (signals, RPC sockets); tests and fuzzers use it in-process.
 //
 // Thread safety: construct, Start and StopReactors on any one thread; every other method on the control
 // reactor's thread. Shutdown must complete before StopReactors, and StopReactors before destruction.
 class TargetCore {
  public:
+  // `vhost_socket_dir` is where vhost controller sockets are created (SPDK's -S); empty for the working
+  // directory.
   TargetCore(Reactor& control, const std::vector<int>& cores, bool busy_poll,
-             std::function<void()> request_shutdown);
+             std::function<void()> request_shutdown, std::string vhost_socket_dir = "");
   ~TargetCore();
   TargetCore(const TargetCore&) = delete;
   TargetCore& operator=(const TargetCore&) = delete;
@@ -35,15 +38,16 @@ class TargetCore {
   jsonrpc::Dispatcher& dispatcher() { return dispatcher_; }
   BdevManager& bdevs() { return *bdevs_; }
   NvmfTarget& nvmf() { return *nvmf_; }
+  VhostTarget& vhost() { return *vhost_; }
   size_t reactor_count() const { return reactors_->size(); }
 
   // The running configuration in SPDK's save_config format: {"subsystems":[{"subsystem","config"}]}.
   nlohmann::json SaveConfig() const;
-  // Replays a save_config document entry by entry (bdev first, then nvmf) through the RPC methods.
-  // `done` receives the first failure, naming the entry's index and method. Subsystems other than bdev
-  // and nvmf are skipped with a warning.
+  // Replays a save_config document entry by entry (bdev first, then nvmf, then vhost_blk) through the RPC
+  // methods. `done` receives the first failure, naming the entry's index and method. Other subsystems
+  // are skipped with a warning.
   void LoadConfig(const nlohmann::json& config, absl::AnyInvocable<void(absl::Status)> done);
-  // Deletes every subsystem (in-flight I/O drains) and every bdev, then `done`.
+  // Deletes every vhost controller, every subsystem (in-flight I/O drains) and every bdev, then `done`.
   void Shutdown(absl::AnyInvocable<void() &&> done);
 
  private:
@@ -54,6 +58,7 @@ class TargetCore {
   std::unique_ptr<ReactorSet> reactors_;
   std::unique_ptr<BdevManager> bdevs_;
   std::unique_ptr<NvmfTarget> nvmf_;
+  std::unique_ptr<VhostTarget> vhost_;
   jsonrpc::Dispatcher dispatcher_;
   std::unique_ptr<RpcContext> rpc_;
 };

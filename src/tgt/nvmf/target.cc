@@ -78,13 +78,48 @@ NvmfTarget::~NvmfTarget() {
   // Poll groups must be destroyed on their reactors; Shutdown() normally emptied them. Whatever is left
   // is released here, after the reactors stopped.
   transport_.reset();
+  vfio_user_.reset();
 }
 
 absl::Status NvmfTarget::CreateTransport(const TransportOptions& options) {
   if (transport_) return absl::AlreadyExistsError("Transport type 'TCP' already exists");
   transport_ = std::make_unique<TcpTransport>(control_, reactors_, options);
   transport_->SetConnectionHandler([this](int fd, Reactor& reactor) { AcceptConnection(fd, reactor); });
+  transport_order_.push_back(kTrtypeTcp);
   return absl::OkStatus();
+}
+
+absl::Status NvmfTarget::CreateVfioUserTransport(const VfioUserTransportOptions& options) {
+  if (vfio_user_) return absl::AlreadyExistsError("Transport type 'VFIOUSER' already exists");
+  vfio_user_ = std::make_unique<VfioUserTransport>(control_, options);
+  transport_order_.push_back(kTrtypeVfioUser);
+  return absl::OkStatus();
+}
+
+Json NvmfTarget::DescribeTransports() const {
+  Json list = Json::array();
+  for (const std::string& trtype : transport_order_) {
+    if (trtype == kTrtypeTcp && transport_) list.push_back(transport_->options().ToJson());
+    if (trtype == kTrtypeVfioUser && vfio_user_) list.push_back(vfio_user_->options().ToJson());
+  }
+  return list;
+}
+
+absl::Status NvmfTarget::StartListening(const ListenAddress& address, const std::string& nqn) {
+  if (address.is_tcp()) {
+    if (!transport_) return absl::FailedPreconditionError("the TCP transport has not been created");
+    return transport_->Listen(address);
+  }
+  if (!vfio_user_) return absl::FailedPreconditionError("the VFIOUSER transport has not been created");
+  return vfio_user_->Listen(address, nqn);
+}
+
+void NvmfTarget::StopListening(const ListenAddress& address) {
+  if (address.is_tcp()) {
+    if (transport_) transport_->StopListening(address);
+  } else if (vfio_user_) {
+    vfio_user_->StopListening(address);
+  }
 }
 
 absl::Status NvmfTarget::CreateSubsystem(const SubsystemParams& params) {
@@ -203,12 +238,12 @@ void NvmfTarget::Publish(Subsystem& subsystem, absl::AnyInvocable<void() &&> don
 void NvmfTarget::AddListener(const std::string& nqn, const ListenAddress& address, Done done) {
   Subsystem* subsystem = Find(nqn);
   if (subsystem == nullptr) return done(absl::NotFoundError("Subsystem with NQN '" + nqn + "' not found"));
-  if (!transport_) return done(absl::FailedPreconditionError("the TCP transport has not been created"));
   auto& listeners = subsystem->listeners_;
   if (std::find(listeners.begin(), listeners.end(), address) != listeners.end()) {
     return done(absl::AlreadyExistsError("listener " + address.ToString() + " already exists"));
   }
-  absl::Status status = transport_->Listen(address);
+  absl::Status status = StartListening(address, nqn);
+  if (absl::IsFailedPrecondition(status)) return done(status);
   if (!status.ok()) return done(absl::UnavailableError(StatusMessage(status)));
   listeners.push_back(address);
   ++discovery_generation_;
@@ -221,9 +256,11 @@ void NvmfTarget::RemoveListener(const std::string& nqn, const ListenAddress& add
   auto& listeners = subsystem->listeners_;
   auto it = std::find(listeners.begin(), listeners.end(), address);
   if (it == listeners.end()) return done(absl::NotFoundError("listener " + address.ToString() + " not found"));
+  // Stop with the stored address: a vfio-user listener may be named by its directory alone.
+  ListenAddress stored = *it;
   listeners.erase(it);
   ++discovery_generation_;
-  if (transport_) transport_->StopListening(address);
+  StopListening(stored);
   done(absl::OkStatus());
 }
 
@@ -341,9 +378,7 @@ void NvmfTarget::DeleteSubsystem(const std::string& nqn, Done done) {
       finish();
       return done(absl::NotFoundError("Subsystem with NQN '" + nqn + "' not found"));
     }
-    for (const auto& l : s->listeners_) {
-      if (transport_) transport_->StopListening(l);
-    }
+    for (const auto& l : s->listeners_) StopListening(l);
     s->listeners_.clear();
     DisconnectAll(id);
     ++discovery_generation_;
@@ -416,15 +451,17 @@ void NvmfTarget::GetStats(absl::AnyInvocable<void(Json)> done) {
   auto state = std::make_shared<State>();
   state->groups.resize(poll_groups_.size());
   bool has_transport = transport_ != nullptr;
+  bool has_vfio_user = vfio_user_ != nullptr;
   for (size_t i = 0; i < poll_groups_.size(); ++i) (void)i;
   std::vector<PollGroup*> groups;
   for (auto& pg : poll_groups_) groups.push_back(pg.get());
   bdevs_.ForEachReactor(
-      [state, groups, has_transport](Reactor& r) {
+      [state, groups, has_transport, has_vfio_user](Reactor& r) {
         PollGroup* group = groups[static_cast<size_t>(r.index())];
         const PollGroupStats& s = group->stats();
         Json transports = Json::array();
         if (has_transport) transports.push_back({{"trtype", "TCP"}});
+        if (has_vfio_user) transports.push_back({{"trtype", "VFIOUSER"}});
         Json j = {{"name", group->name()},
                   {"admin_qpairs", s.admin_qpairs},
                   {"io_qpairs", s.io_qpairs},
@@ -445,8 +482,13 @@ void NvmfTarget::GetStats(absl::AnyInvocable<void(Json)> done) {
 
 Json NvmfTarget::ConfigEntries() const {
   Json entries = Json::array();
-  if (transport_) {
-    entries.push_back({{"method", "nvmf_create_transport"}, {"params", transport_->options().ToConfigParams()}});
+  for (const std::string& trtype : transport_order_) {
+    if (trtype == kTrtypeTcp && transport_) {
+      entries.push_back({{"method", "nvmf_create_transport"}, {"params", transport_->options().ToConfigParams()}});
+    }
+    if (trtype == kTrtypeVfioUser && vfio_user_) {
+      entries.push_back({{"method", "nvmf_create_transport"}, {"params", vfio_user_->options().ToConfigParams()}});
+    }
   }
   for (const auto& s : subsystems_) {
     if (s->deleted_) continue;
@@ -464,7 +506,7 @@ Json NvmfTarget::ConfigEntries() const {
     }
     for (const auto& l : s->listeners()) {
       entries.push_back({{"method", "nvmf_subsystem_add_listener"},
-                         {"params", {{"nqn", p.nqn}, {"listen_address", l.ToJson()}}}});
+                         {"params", {{"nqn", p.nqn}, {"listen_address", l.ToConfigJson()}}}});
     }
     for (const auto& h : s->hosts()) {
       entries.push_back({{"method", "nvmf_subsystem_add_host"}, {"params", {{"nqn", p.nqn}, {"host", h}}}});
@@ -494,9 +536,7 @@ void NvmfTarget::Shutdown(absl::AnyInvocable<void() &&> done) {
   for (auto& s : subsystems_) {
     if (s->is_discovery()) {
       DisconnectAll(s->id());
-      for (const auto& l : s->listeners_) {
-        if (transport_) transport_->StopListening(l);
-      }
+      for (const auto& l : s->listeners_) StopListening(l);
       s->listeners_.clear();
     }
   }
@@ -672,7 +712,10 @@ std::vector<uint8_t> NvmfTarget::BuildDiscoveryLog(const std::string& hostnqn) c
   for (const auto& s : subsystems_) {
     if (s->deleted_) continue;
     if (!s->is_discovery() && !s->HostAllowed(hostnqn)) continue;
-    for (const auto& l : s->listeners()) records.push_back({s.get(), &l, port_of(l)});
+    for (const auto& l : s->listeners()) {
+      // Only NVMe/TCP listeners: a vfio-user endpoint is a local socket no fabrics host can reach.
+      if (l.is_tcp()) records.push_back({s.get(), &l, port_of(l)});
+    }
   }
   std::vector<uint8_t> page(nvme::kDiscoveryHeaderSize + records.size() * nvme::kDiscoveryEntrySize, 0);
   nvme::Store64(&page[nvme::disc_hdr::kGenctr], discovery_generation_);

@@ -20,6 +20,7 @@
 #include "tgt/nvmf/poll_group.h"
 #include "nvme/spec.h"
 #include "tgt/nvmf/tcp_transport.h"
+#include "tgt/nvmf/vfio_user_transport.h"
 
 namespace smad::tgt {
 
@@ -124,9 +125,14 @@ class NvmfTarget {
   NvmfTarget(const NvmfTarget&) = delete;
   NvmfTarget& operator=(const NvmfTarget&) = delete;
 
-  // Errors: AlreadyExists if a TCP transport exists; InvalidArgument for other trtypes.
+  // Errors: AlreadyExists if a TCP transport exists.
   absl::Status CreateTransport(const TransportOptions& options);
   TcpTransport* transport() { return transport_.get(); }
+  // The vfio-user transport (control plane only). Errors: AlreadyExists.
+  absl::Status CreateVfioUserTransport(const VfioUserTransportOptions& options);
+  VfioUserTransport* vfio_user_transport() { return vfio_user_.get(); }
+  // nvmf_get_transports: the transports in creation order, each as SPDK shows it.
+  Json DescribeTransports() const;
 
   // Errors: InvalidArgument (bad NQN / serial / model / cntlid range), AlreadyExists.
   absl::Status CreateSubsystem(const SubsystemParams& params);
@@ -135,8 +141,10 @@ class NvmfTarget {
   Subsystem* Find(const std::string& nqn);
   std::vector<Subsystem*> List();  // discovery subsystem first, then creation order
 
-  // Errors: NotFound (subsystem), FailedPrecondition (no transport), AlreadyExists (listener present),
-  // Unavailable (bind failed: address in use or not local).
+  // Errors: NotFound (subsystem), FailedPrecondition (no transport of the address's trtype),
+  // AlreadyExists (listener present), Unavailable (bind failed: address in use or not local; for
+  // vfio-user, traddr not an existing directory or already used by another subsystem).
+  // Removing a vfio-user listener (or deleting its subsystem) removes its `<traddr>/cntrl` socket.
   void AddListener(const std::string& nqn, const ListenAddress& address, Done done);
   void RemoveListener(const std::string& nqn, const ListenAddress& address, Done done);
 
@@ -197,6 +205,9 @@ class NvmfTarget {
   // Closes the controllers of the subsystem whose host is no longer allowed (access was revoked).
   void DisconnectRevokedHosts(const Subsystem& subsystem);
   void AcceptConnection(int fd, Reactor& reactor);
+  // Starts or stops listening on `address` with the transport of its trtype.
+  absl::Status StartListening(const ListenAddress& address, const std::string& nqn);
+  void StopListening(const ListenAddress& address);
 
   struct QpairRef {
     uint16_t qid;
@@ -220,6 +231,8 @@ class NvmfTarget {
   ReactorSet& reactors_;
   BdevManager& bdevs_;
   std::unique_ptr<TcpTransport> transport_;
+  std::unique_ptr<VfioUserTransport> vfio_user_;
+  std::vector<std::string> transport_order_;  // trtypes, in creation order
   std::vector<std::unique_ptr<PollGroup>> poll_groups_;
   std::vector<std::unique_ptr<Subsystem>> subsystems_;
   uint32_t next_subsystem_id_ = 1;

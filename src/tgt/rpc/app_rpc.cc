@@ -35,7 +35,8 @@ void RegisterAppRpcs(RpcContext& ctx) {
 
   d.Register("framework_get_subsystems", [](const Json&, Responder r) {
     r.Reply(Json::array({{{"subsystem", "bdev"}, {"depends_on", Json::array()}},
-                         {{"subsystem", "nvmf"}, {"depends_on", Json::array({"bdev"})}}}));
+                         {{"subsystem", "nvmf"}, {"depends_on", Json::array({"bdev"})}},
+                         {{"subsystem", "vhost_blk"}, {"depends_on", Json::array({"bdev"})}}}));
   });
 
   d.Register("framework_get_config", [&ctx](const Json& params, Responder r) {

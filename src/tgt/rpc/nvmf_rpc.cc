@@ -77,19 +77,26 @@ void RegisterNvmfRpcs(RpcContext& ctx) {
   auto& d = ctx.dispatcher;
 
   d.Register("nvmf_create_transport", [&ctx](const Json& params, Responder r) {
-    ParamReader p(params, {});  // only to check the type; keys are validated by TransportOptions
     if (!params.is_object()) return FailParams(r, absl::InvalidArgumentError("params must be an object"));
     if (!params.contains("trtype") || !params["trtype"].is_string()) {
       return FailParams(r, absl::InvalidArgumentError("missing required parameter 'trtype'"));
     }
-    std::string trtype = absl::AsciiStrToUpper(params["trtype"].get<std::string>());
-    if (trtype != "TCP") {
-      return r.Fail(jsonrpc::kInvalidParams, "Transport type '" + trtype + "' is not supported by smad-tgt");
+    // SPDK's messages name the trtype as the request spelled it.
+    std::string given = params["trtype"].get<std::string>();
+    std::string trtype = absl::AsciiStrToUpper(given);
+    absl::Status status;
+    if (trtype == kTrtypeTcp) {
+      auto options = TransportOptions::FromJson(params);
+      if (!options.ok()) return FailParams(r, options.status());
+      status = ctx.nvmf.CreateTransport(*options);
+    } else if (trtype == kTrtypeVfioUser) {
+      auto options = VfioUserTransportOptions::FromJson(params);
+      if (!options.ok()) return FailParams(r, options.status());
+      status = ctx.nvmf.CreateVfioUserTransport(*options);
+    } else {
+      return r.Fail(jsonrpc::kInvalidParams, "Transport type '" + given + "' is not supported by smad-tgt");
     }
-    auto options = TransportOptions::FromJson(params);
-    if (!options.ok()) return FailParams(r, options.status());
-    absl::Status status = ctx.nvmf.CreateTransport(*options);
-    if (!status.ok()) return r.Fail(jsonrpc::kInternalError, "Transport type 'TCP' already exists");
+    if (!status.ok()) return r.Fail(jsonrpc::kInternalError, "Transport type '" + given + "' already exists");
     r.Reply(true);
   });
 
@@ -98,13 +105,12 @@ void RegisterNvmfRpcs(RpcContext& ctx) {
     auto trtype = p.OptionalString("trtype");
     p.String("tgt_name", false);
     if (!p.ok()) return FailParams(r, p.status());
-    Json list = Json::array();
-    if (ctx.nvmf.transport() && (!trtype || absl::AsciiStrToUpper(*trtype) == "TCP")) {
-      list.push_back(ctx.nvmf.transport()->options().ToJson());
-    } else if (trtype && absl::AsciiStrToUpper(*trtype) != "TCP") {
-      return r.Fail(-ENODEV, ErrnoString(ENODEV));
+    Json all = ctx.nvmf.DescribeTransports();
+    if (!trtype) return r.Reply(all);
+    for (const auto& t : all) {
+      if (t["trtype"] == absl::AsciiStrToUpper(*trtype)) return r.Reply(Json::array({t}));
     }
-    r.Reply(list);
+    r.Fail(-ENODEV, ErrnoString(ENODEV));
   });
 
   d.Register("nvmf_create_subsystem", [&ctx](const Json& params, Responder r) {

@@ -4,12 +4,14 @@ namespace smad::tgt {
 
 using Json = nlohmann::json;
 
-ParamReader::ParamReader(const Json& params, std::initializer_list<const char*> allowed) : params_(params) {
+ParamReader::ParamReader(const Json& params, std::initializer_list<const char*> allowed, bool ignore_unknown)
+    : params_(params) {
   if (params_.is_null()) return;
   if (!params_.is_object()) {
     Fail("params must be an object");
     return;
   }
+  if (ignore_unknown) return;
   for (const auto& item : params_.items()) {
     bool known = false;
     for (const char* key : allowed) known |= item.key() == key;

@@ -20,8 +20,11 @@ namespace smad::tgt {
 //   if (!r.ok()) return Fail(r.status());
 class ParamReader {
  public:
-  // `params` may be null (no params): then only optional fields can be read.
-  ParamReader(const nlohmann::json& params, std::initializer_list<const char*> allowed);
+  // `params` may be null (no params): then only optional fields can be read. A key outside `allowed` is
+  // refused, unless `ignore_unknown` (SPDK's spdk_json_decode_object_relaxed, used by methods whose
+  // params also carry options for a transport).
+  ParamReader(const nlohmann::json& params, std::initializer_list<const char*> allowed,
+              bool ignore_unknown = false);
 
   bool ok() const { return status_.ok(); }
   const absl::Status& status() const { return status_; }

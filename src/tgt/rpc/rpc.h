@@ -6,6 +6,7 @@
 #include "reactor/reactor.h"
 #include "tgt/bdev/bdev_manager.h"
 #include "tgt/nvmf/target.h"
+#include "tgt/vhost/vhost_target.h"
 
 namespace smad::tgt {
 
@@ -14,6 +15,7 @@ struct RpcContext {
   Reactor& control;
   BdevManager& bdevs;
   NvmfTarget& nvmf;
+  VhostTarget& vhost;
   jsonrpc::Dispatcher& dispatcher;
   // Asks the process to shut down (spdk_kill_instance).
   std::function<void()> request_shutdown;
@@ -25,6 +27,7 @@ struct RpcContext {
 void RegisterAppRpcs(RpcContext& context);
 void RegisterBdevRpcs(RpcContext& context);
 void RegisterNvmfRpcs(RpcContext& context);
+void RegisterVhostRpcs(RpcContext& context);
 
 // Version reported by spdk_get_version.
 inline constexpr int kVersionMajor = 0;

@@ -1,0 +1,438 @@
+// StateStore on SQLite: one connection in WAL mode, guarded by a mutex, with leader/follower group commit.
+//
+// Every transaction commits with synchronous=NORMAL: its WAL frames reach the OS (so it survives a crash
+// of the process) but are not fsynced. A caller that needs durability then waits for a "sync round": the
+// first waiter becomes the leader, lets the writers already queued for the connection add their commits,
+// and makes everything written so far durable with one tiny synchronous=FULL commit (an fsync of the WAL
+// covers every earlier frame). Writers that arrive during the fsync wait for the next round.
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/store/state_store.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace smad::agent {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// Version 1. `sync_epoch` holds the row that sync rounds update; AUTOINCREMENT keeps op ids from being
+// reused after the newest op row is deleted.
+constexpr char kSchemaV1[] = R"sql(
+  CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                        PRIMARY KEY (kind, key)) WITHOUT ROWID;
+  CREATE TABLE ops (id INTEGER PRIMARY KEY AUTOINCREMENT, description TEXT NOT NULL,
+                    before TEXT NOT NULL, after TEXT NOT NULL);
+  CREATE TABLE sync_epoch (id INTEGER PRIMARY KEY CHECK (id = 0), epoch INTEGER NOT NULL);
+  INSERT INTO sync_epoch VALUES (0, 0);
+  PRAGMA user_version = 1;
+)sql";
+
+// How long a sync leader waits for writers queued on the connection before it syncs anyway.
+constexpr absl::Duration kMaxGroupDelay = absl::Milliseconds(2);
+
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view context) {
+  std::string message = absl::StrCat(context, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) return absl::DataLossError(message);
+  return absl::InternalError(message);
+}
+
+// A prepared statement. Binding errors are remembered and reported by the next Step().
+class Statement {
+ public:
+  static absl::StatusOr<Statement> Prepare(sqlite3* db, absl::string_view sql) {
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(db, rc, absl::StrCat("preparing \"", sql, "\""));
+    return Statement(db, stmt);
+  }
+  Statement(Statement&& other) noexcept
+      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), bind_rc_(other.bind_rc_) {}
+  Statement& operator=(Statement&&) = delete;
+  ~Statement() { sqlite3_finalize(stmt_); }
+
+  Statement& Bind(int index, absl::string_view text) {
+    Check(sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    return *this;
+  }
+  Statement& Bind(int index, int64_t value) {
+    Check(sqlite3_bind_int64(stmt_, index, value));
+    return *this;
+  }
+
+  // True when a row is available, false when the statement is done.
+  absl::StatusOr<bool> Step() {
+    if (bind_rc_ != SQLITE_OK) return SqliteError(nullptr, bind_rc_, "binding parameters");
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteError(db_, rc, sqlite3_sql(stmt_));
+  }
+  // Steps to completion, then resets the statement for new bindings.
+  absl::Status Run() {
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, Step());
+      if (!row) break;
+    }
+    Reset();
+    return absl::OkStatus();
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    bind_rc_ = SQLITE_OK;
+  }
+
+  bool IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
+  std::string Text(int column) const {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
+    return text == nullptr ? std::string() : std::string(text, sqlite3_column_bytes(stmt_, column));
+  }
+
+ private:
+  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  void Check(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? absl::OkStatus() : SqliteError(db, rc, sql);
+}
+
+// Runs `body` in a write transaction, rolled back if `body` or the commit fails.
+absl::Status Transaction(sqlite3* db, absl::FunctionRef<absl::Status()> body) {
+  RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE"));
+  absl::Status status = body();
+  if (status.ok()) status = Exec(db, "COMMIT");
+  if (!status.ok() && !sqlite3_get_autocommit(db)) Exec(db, "ROLLBACK").IgnoreError();
+  return status;
+}
+
+// Images are stored as JSON arrays of {"kind", "key", "value"} (value null: absent).
+// InvalidArgument for duplicate records and for text that is not UTF-8.
+absl::StatusOr<std::string> EncodeImage(const std::vector<RecordChange>& changes) {
+  std::set<std::pair<absl::string_view, absl::string_view>> seen;
+  nlohmann::json image = nlohmann::json::array();
+  for (const RecordChange& change : changes) {
+    if (!seen.emplace(change.kind, change.key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("record (", change.kind, ", ", change.key, ") appears more than once in the changes"));
+    }
+    image.push_back({{"kind", change.kind},
+                     {"key", change.key},
+                     {"value", change.value ? nlohmann::json(*change.value) : nlohmann::json()}});
+  }
+  try {
+    return image.dump();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("record changes are not valid UTF-8: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<RecordChange>> DecodeImage(const std::string& text) {
+  nlohmann::json image = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto is_string = [](const nlohmann::json& entry, const char* name) {
+    auto it = entry.find(name);
+    return it != entry.end() && it->is_string();
+  };
+  std::vector<RecordChange> changes;
+  if (!image.is_array()) return absl::DataLossError("malformed image (not a JSON array)");
+  for (const nlohmann::json& entry : image) {
+    if (!entry.is_object() || !is_string(entry, "kind") || !is_string(entry, "key") || !entry.contains("value") ||
+        !(entry["value"].is_null() || entry["value"].is_string())) {
+      return absl::DataLossError("malformed image entry");
+    }
+    RecordChange& change = changes.emplace_back();
+    change.kind = entry["kind"].get<std::string>();
+    change.key = entry["key"].get<std::string>();
+    if (entry["value"].is_string()) change.value = entry["value"].get<std::string>();
+  }
+  return changes;
+}
+
+class SqliteStateStore final : public StateStore {
+ public:
+  SqliteStateStore(sqlite3* db, Options options) : db_(db), options_(std::move(options)) {}
+  ~SqliteStateStore() override { sqlite3_close_v2(db_); }
+  SqliteStateStore(const SqliteStateStore&) = delete;
+  SqliteStateStore& operator=(const SqliteStateStore&) = delete;
+
+  absl::StatusOr<std::vector<StoredRecord>> LoadAll() override ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(Statement select,
+                     Statement::Prepare(db_, "SELECT kind, key, value FROM records ORDER BY kind, key"));
+    std::vector<StoredRecord> records;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      records.push_back({select.Text(0), select.Text(1), select.Text(2)});
+    }
+    return records;
+  }
+
+  absl::StatusOr<uint64_t> BeginOp(absl::string_view description, std::vector<RecordChange> changes) override
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    ASSIGN_OR_RETURN(std::string after, EncodeImage(changes));
+    uint64_t id = 0;
+    RETURN_IF_ERROR(Write(/*synced=*/true, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      ASSIGN_OR_RETURN(std::vector<RecordChange> before_changes, ReadBeforeImage(changes));
+      ASSIGN_OR_RETURN(std::string before, EncodeImage(before_changes));
+      RETURN_IF_ERROR(ApplyLocked(changes));
+      ASSIGN_OR_RETURN(Statement insert,
+                       Statement::Prepare(db_, "INSERT INTO ops (description, before, after) VALUES (?, ?, ?)"));
+      RETURN_IF_ERROR(insert.Bind(1, description).Bind(2, before).Bind(3, after).Run());
+      id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+      return absl::OkStatus();
+    }));
+    return id;
+  }
+
+  using StateStore::CompleteOp;
+  absl::Status CompleteOp(uint64_t id, std::vector<RecordChange> final_changes) override
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    RETURN_IF_ERROR(EncodeImage(final_changes).status());  // validation only
+    return Write(/*synced=*/false, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      RETURN_IF_ERROR(DeleteOpLocked(id));
+      return ApplyLocked(final_changes);
+    });
+  }
+
+  absl::Status AbortOp(uint64_t id) override ABSL_LOCKS_EXCLUDED(mu_) {
+    return Write(/*synced=*/true, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+      ASSIGN_OR_RETURN(Statement select, Statement::Prepare(db_, "SELECT before FROM ops WHERE id = ?"));
+      ASSIGN_OR_RETURN(bool found, select.Bind(1, static_cast<int64_t>(id)).Step());
+      if (!found) return absl::NotFoundError(absl::StrCat("no pending op ", id));
+      absl::StatusOr<std::vector<RecordChange>> before = DecodeImage(select.Text(0));
+      if (!before.ok()) return absl::DataLossError(absl::StrCat("op ", id, ": ", before.status().message()));
+      RETURN_IF_ERROR(ApplyLocked(*before));
+      return DeleteOpLocked(id);
+    });
+  }
+
+  absl::Status Apply(std::vector<RecordChange> changes) override ABSL_LOCKS_EXCLUDED(mu_) {
+    RETURN_IF_ERROR(EncodeImage(changes).status());  // validation only
+    return Write(/*synced=*/true, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ApplyLocked(changes); });
+  }
+
+  absl::StatusOr<std::vector<PendingOp>> PendingOps() override ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(Statement select,
+                     Statement::Prepare(db_, "SELECT id, description, before, after FROM ops ORDER BY id"));
+    std::vector<PendingOp> ops;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      PendingOp& op = ops.emplace_back();
+      op.id = static_cast<uint64_t>(select.Int(0));
+      op.description = select.Text(1);
+      absl::StatusOr<std::vector<RecordChange>> before = DecodeImage(select.Text(2));
+      absl::StatusOr<std::vector<RecordChange>> after = DecodeImage(select.Text(3));
+      if (!before.ok() || !after.ok()) {
+        const absl::Status& bad = before.ok() ? after.status() : before.status();
+        return absl::DataLossError(absl::StrCat("op ", op.id, ": ", bad.message()));
+      }
+      op.before = *std::move(before);
+      op.after = *std::move(after);
+    }
+    return ops;
+  }
+
+  uint64_t synced_commits() const override { return synced_commits_.load(std::memory_order_relaxed); }
+  uint64_t fsyncs() const override { return fsyncs_.load(std::memory_order_relaxed); }
+
+ private:
+  // Runs `body` in a write transaction (rolled back if it fails). When `synced` (and options_.fsync), returns
+  // only once the commit is durable.
+  absl::Status Write(bool synced, absl::FunctionRef<absl::Status()> body) ABSL_LOCKS_EXCLUDED(mu_) {
+    writers_queued_.fetch_add(1, std::memory_order_relaxed);
+    absl::MutexLock lock(&mu_);
+    writers_queued_.fetch_sub(1, std::memory_order_relaxed);
+    RETURN_IF_ERROR(Transaction(db_, body));
+    if (!synced) return absl::OkStatus();
+    synced_commits_.fetch_add(1, std::memory_order_relaxed);
+    if (!options_.fsync) return absl::OkStatus();
+    return WaitDurable(++written_seq_);
+  }
+
+  // Returns once the commit numbered `seq` is durable, leading a sync round if none is running.
+  absl::Status WaitDurable(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (durable_seq_ < seq) {
+      if (sync_running_) {
+        auto done_or_leaderless = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return durable_seq_ >= seq || !sync_running_;
+        };
+        mu_.Await(absl::Condition(&done_or_leaderless));
+        continue;
+      }
+      sync_running_ = true;
+      // Writers blocked on mu_ decrement writers_queued_ while holding it, so this condition is re-evaluated
+      // when they release it; the timeout bounds the wait under a steady stream of writers.
+      auto nobody_queued = [this] { return writers_queued_.load(std::memory_order_relaxed) == 0; };
+      mu_.AwaitWithTimeout(absl::Condition(&nobody_queued), kMaxGroupDelay);
+      const uint64_t target = written_seq_;
+      absl::Status status = SyncWal();
+      sync_running_ = false;
+      // On failure, followers retry as leaders of a new round.
+      RETURN_IF_ERROR(status);
+      durable_seq_ = target;
+    }
+    return absl::OkStatus();
+  }
+
+  // Makes every commit written so far durable: a synchronous=FULL commit fsyncs the WAL.
+  absl::Status SyncWal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    RETURN_IF_ERROR(Exec(db_, "PRAGMA synchronous = FULL"));
+    absl::Status status = Exec(db_, "UPDATE sync_epoch SET epoch = epoch + 1");
+    absl::Status restored = Exec(db_, "PRAGMA synchronous = NORMAL");
+    RETURN_IF_ERROR(status);
+    RETURN_IF_ERROR(restored);
+    fsyncs_.fetch_add(1, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<RecordChange>> ReadBeforeImage(const std::vector<RecordChange>& changes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(Statement select, Statement::Prepare(db_, "SELECT value FROM records WHERE kind = ? AND key = ?"));
+    std::vector<RecordChange> before;
+    for (const RecordChange& change : changes) {
+      ASSIGN_OR_RETURN(bool found, select.Bind(1, change.kind).Bind(2, change.key).Step());
+      before.push_back({change.kind, change.key, found ? std::optional<std::string>(select.Text(0)) : std::nullopt});
+      select.Reset();
+    }
+    return before;
+  }
+
+  absl::Status ApplyLocked(const std::vector<RecordChange>& changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(Statement upsert,
+                     Statement::Prepare(db_, "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)"));
+    ASSIGN_OR_RETURN(Statement remove, Statement::Prepare(db_, "DELETE FROM records WHERE kind = ? AND key = ?"));
+    for (const RecordChange& change : changes) {
+      if (change.value) {
+        RETURN_IF_ERROR(upsert.Bind(1, change.kind).Bind(2, change.key).Bind(3, *change.value).Run());
+      } else {
+        RETURN_IF_ERROR(remove.Bind(1, change.kind).Bind(2, change.key).Run());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status DeleteOpLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ASSIGN_OR_RETURN(Statement remove, Statement::Prepare(db_, "DELETE FROM ops WHERE id = ?"));
+    RETURN_IF_ERROR(remove.Bind(1, static_cast<int64_t>(id)).Run());
+    if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no pending op ", id));
+    return absl::OkStatus();
+  }
+
+  absl::Mutex mu_;
+  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  const Options options_;
+  // Group commit: commits needing durability are numbered; those up to durable_seq_ are durable.
+  uint64_t written_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  bool sync_running_ ABSL_GUARDED_BY(mu_) = false;  // a leader is running a sync round
+  std::atomic<int> writers_queued_{0};              // Write() callers waiting for mu_
+  std::atomic<uint64_t> synced_commits_{0};
+  std::atomic<uint64_t> fsyncs_{0};
+};
+
+// Creates the file with mode 0600 if it does not exist: SQLite would use 0644, and gives the WAL and shm
+// files the database file's mode.
+absl::Status CreateDatabaseFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int err = errno;
+    return ErrnoStatus(err, absl::StrCat("cannot open state database ", path, ": ", ErrnoString(err)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
+  ASSIGN_OR_RETURN(Statement query, Statement::Prepare(db, sql));
+  ASSIGN_OR_RETURN(bool row, query.Step());
+  if (!row) return absl::InternalError(absl::StrCat(sql, ": no result"));
+  return query.Int(0);
+}
+
+// The database's schema version; FailedPrecondition when it is newer than this binary knows.
+absl::StatusOr<int64_t> SchemaVersion(sqlite3* db, const std::string& path) {
+  ASSIGN_OR_RETURN(int64_t version, QueryInt(db, "PRAGMA user_version"));
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("state database ", path, " has schema version ", version,
+                                                      ", newer than this smad knows (", kSchemaVersion, ")"));
+  }
+  return version;
+}
+
+absl::Status Initialize(sqlite3* db, const std::string& path) {
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, 5000);
+  RETURN_IF_ERROR(SchemaVersion(db, path).status());  // before changing anything in the file
+  {
+    ASSIGN_OR_RETURN(Statement wal, Statement::Prepare(db, "PRAGMA journal_mode = WAL"));
+    ASSIGN_OR_RETURN(bool row, wal.Step());
+    if (!row || wal.Text(0) != "wal") {
+      return absl::InternalError(absl::StrCat("state database ", path, ": cannot switch to WAL mode"));
+    }
+  }
+  RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous = FULL"));  // the migration is durable at once
+  RETURN_IF_ERROR(Transaction(db, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t version, SchemaVersion(db, path));  // again, under the write lock
+    return version == 0 ? Exec(db, kSchemaV1) : absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous = NORMAL"));
+
+  ASSIGN_OR_RETURN(Statement check, Statement::Prepare(db, "PRAGMA quick_check"));
+  ASSIGN_OR_RETURN(bool row, check.Step());
+  if (row && check.Text(0) != "ok") {
+    return absl::DataLossError(absl::StrCat("state database ", path, " is corrupt: ", check.Text(0)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path, Options options) {
+  RETURN_IF_ERROR(CreateDatabaseFile(path));
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                           options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
+  absl::Status status = rc == SQLITE_OK ? Initialize(db, path)
+                                        : SqliteError(db, rc, absl::StrCat("opening state database ", path));
+  if (!status.ok()) {
+    sqlite3_close_v2(db);
+    return status;
+  }
+  return std::make_unique<SqliteStateStore>(db, std::move(options));
+}
+
+}  // namespace smad::agent

@@ -32,13 +32,26 @@ using smad::LatencyHistogram;
 using smad::testing::Json;
 using Clock = std::chrono::steady_clock;
 
-long RssKiB(pid_t pid) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+// A field of /proc/PID/status or /proc/PID/smaps_rollup, in KiB.
+long MemoryKiB(pid_t pid, const char* file, const std::string& field) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/", file));
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
   }
   return -1;
+}
+
+long RssKiB(pid_t pid) { return MemoryKiB(pid, "status", "VmRSS"); }
+
+// RSS, the part of it that is shared library pages, and what is private to smad (anonymous memory).
+std::string Memory(pid_t pid) {
+  char text[160];
+  std::snprintf(text, sizeof(text), "RSS %.1f MiB (file-backed, mostly shared libraries: %.1f MiB; anonymous: %.1f MiB; "
+                "PSS %.1f MiB)",
+                RssKiB(pid) / 1024.0, MemoryKiB(pid, "status", "RssFile") / 1024.0,
+                MemoryKiB(pid, "status", "RssAnon") / 1024.0, MemoryKiB(pid, "smaps_rollup", "Pss") / 1024.0);
+  return text;
 }
 
 struct Phase {
@@ -107,7 +120,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  long rss_idle = RssKiB(smad.pid());
+  std::string memory_idle = Memory(smad.pid());
   smad::testing::TargetView tgt(smad.tgt_socket());
   std::vector<std::string> uuids;
   for (int i = 0; i < devices; ++i) {
@@ -118,7 +131,7 @@ int main(int argc, char** argv) {
   std::string port = smad::testing::FreeTcpPort();
   std::printf("devices %d, state_sync %s, load average %s", devices, state_sync.c_str(),
               [] { std::ifstream f("/proc/loadavg"); std::string s; std::getline(f, s); return s + "\n"; }().c_str());
-  std::printf("smad RSS idle: %.1f MiB\n", rss_idle / 1024.0);
+  std::printf("smad idle: %s\n", memory_idle.c_str());
 
   for (int clients : {1, 16}) {
     // The floor: direct JSON-RPC, one connection per client.
@@ -147,7 +160,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::unique_ptr<smad::testing::SmaClient>> sma;
     for (int c = 0; c < clients; ++c) sma.push_back(std::make_unique<smad::testing::SmaClient>(smad.Stub()));
-    long rss_full = 0;
+    std::string memory_full;
     Phase through = Run(
         devices, clients,
         [&](int c, int i) {
@@ -155,15 +168,14 @@ int main(int argc, char** argv) {
           return handle.ok() && sma[c]->AttachVolume(*handle, uuids[i]).ok();
         },
         [&](int c, int i) {
-          if (i == 0 && rss_full == 0) rss_full = RssKiB(smad.pid());
+          if (i == 0 && memory_full.empty()) memory_full = Memory(smad.pid());
           std::string handle = absl::StrCat("nvmf-tcp:", nqn(i));
           return sma[c]->DetachVolume(handle, uuids[i]).ok() && sma[c]->DeleteDevice(handle).ok();
         });
     Print("smad", clients, devices, through);
-    std::printf("smad overhead over direct: provision %+.0f%%, deprovision %+.0f%% (wall time); RSS with %d devices "
-                "%.1f MiB\n\n",
+    std::printf("smad overhead over direct: provision %+.0f%%, deprovision %+.0f%% (wall time)\nsmad with %d devices: %s\n\n",
                 100.0 * (through.provision_seconds / floor.provision_seconds - 1),
-                100.0 * (through.deprovision_seconds / floor.deprovision_seconds - 1), devices, rss_full / 1024.0);
+                100.0 * (through.deprovision_seconds / floor.deprovision_seconds - 1), devices, memory_full.c_str());
   }
   smad.Stop(SIGTERM);
   return 0;

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/devices/subsystem_json.h"
 #include "agent/devices/target_errors.h"
 #include "common/nqn.h"
 #include "common/uuid.h"
@@ -27,15 +28,6 @@ absl::Status ValidateSubsystemNqn(const std::string& nqn, absl::string_view fiel
     return absl::InvalidArgumentError(absl::StrCat(field, ": the discovery NQN cannot be a device"));
   }
   return absl::OkStatus();
-}
-
-bool SameText(const Json& a, const std::string& b) {
-  return a.is_string() && absl::EqualsIgnoreCase(a.get<std::string>(), b);
-}
-
-std::string TextField(const Json& object, const char* key) {
-  auto it = object.find(key);
-  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // Whether `listen_addresses` (the target's answer) holds `listener` (from our spec).
@@ -66,25 +58,6 @@ std::vector<std::string> HostNqns(const Json& subsystem) {
     if (h.is_object() && h.contains("nqn") && h["nqn"].is_string()) hosts.push_back(h["nqn"]);
   }
   return hosts;
-}
-
-Json NamespaceParams(const VolumeExposure& volume) {
-  auto uuid = Uuid::Parse(volume.volume_id);
-  Json ns = {{"bdev_name", volume.bdev_name},
-             {"uuid", volume.volume_id},
-             {"nguid", uuid.ok() ? uuid->ToHex(false) : std::string()}};
-  if (volume.nsid != 0) ns["nsid"] = volume.nsid;
-  return ns;
-}
-
-// The namespace of `subsystem` whose UUID is `volume_id`, or null.
-const Json* FindNamespace(const Json& subsystem, const std::string& volume_id) {
-  auto it = subsystem.find("namespaces");
-  if (it == subsystem.end() || !it->is_array()) return nullptr;
-  for (const Json& ns : *it) {
-    if (ns.is_object() && SameText(ns.value("uuid", Json()), volume_id)) return &ns;
-  }
-  return nullptr;
 }
 
 }  // namespace
@@ -194,20 +167,7 @@ void NvmfTcpDeviceManager::EndReconcile() {
 }
 
 absl::StatusOr<std::optional<Json>> NvmfTcpDeviceManager::GetSubsystem(const std::string& nqn) const {
-  // With {nqn}, SPDK answers "Invalid parameters" (-32602) for an unknown subsystem; our NQNs are
-  // validated, so that answer means "absent".
-  auto list = rpc_.Call("nvmf_get_subsystems", Json{{"nqn", nqn}});
-  if (!list.ok()) {
-    auto error = SpdkErrorOf(list.status());
-    if (error.has_value() && error->code == -32602) return std::optional<Json>();
-    return list.status();
-  }
-  if (list->is_array()) {
-    for (Json& s : *list) {
-      if (s.is_object() && SameText(s.value("nqn", Json()), nqn)) return std::optional<Json>(std::move(s));
-    }
-  }
-  return std::optional<Json>();
+  return GetSubsystemByNqn(rpc_, nqn);
 }
 
 absl::Status NvmfTcpDeviceManager::CreateSubsystem(const Json& params) {
@@ -337,7 +297,7 @@ absl::Status NvmfTcpDeviceManager::AttachVolume(const DeviceSpec& device, Volume
   if (!actual.ok()) return TargetFailure(actual.status(), "Failed to attach volume");
   if (!actual->has_value()) return absl::NotFoundError("Invalid device handle");
   if (const Json* ns = FindNamespace(**actual, volume.volume_id)) {
-    volume.nsid = ns->value("nsid", 0u);
+    volume.nsid = NsidOf(*ns);
     return absl::OkStatus();
   }
   auto bdev = rpc_.Call("bdev_get_bdevs", Json{{"name", volume.bdev_name}, {"timeout", 1000}});
@@ -378,7 +338,7 @@ absl::Status NvmfTcpDeviceManager::DetachVolume(const DeviceSpec& device, const 
   if (!actual->has_value()) return absl::OkStatus();
   const Json* ns = FindNamespace(**actual, volume.volume_id);
   if (ns == nullptr) return absl::OkStatus();
-  auto removed = rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", ns->value("nsid", 0u)}});
+  auto removed = rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(*ns)}});
   if (!removed.ok()) return TargetFailure(removed.status(), "Failed to detach volume");
   return absl::OkStatus();
 }
@@ -411,7 +371,7 @@ absl::Status NvmfTcpDeviceManager::Reconcile(const DeviceSpec& spec, std::vector
   for (VolumeExposure& volume : volumes) {
     wanted.insert(absl::AsciiStrToLower(volume.volume_id));
     if (const Json* ns = FindNamespace(subsystem, volume.volume_id)) {
-      volume.nsid = ns->value("nsid", 0u);
+      volume.nsid = NsidOf(*ns);
       continue;
     }
     spdlog::info("reconcile: exposing volume {} on {}", volume.volume_id, nqn);
@@ -425,9 +385,9 @@ absl::Status NvmfTcpDeviceManager::Reconcile(const DeviceSpec& spec, std::vector
     for (const Json& ns : subsystem["namespaces"]) {
       std::string uuid = absl::AsciiStrToLower(TextField(ns, "uuid"));
       if (uuid.empty() || wanted.contains(uuid) || !managed_volume_ids.contains(uuid)) continue;
-      spdlog::info("reconcile: removing namespace {} (volume {}) from {}", ns.value("nsid", 0u), uuid, nqn);
+      spdlog::info("reconcile: removing namespace {} (volume {}) from {}", NsidOf(ns), uuid, nqn);
       RETURN_IF_ERROR(
-          rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", ns.value("nsid", 0u)}}).status());
+          rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(ns)}}).status());
     }
   }
   return absl::OkStatus();

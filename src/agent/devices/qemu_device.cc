@@ -208,6 +208,9 @@ absl::StatusOr<std::string> SpecString(const DeviceSpec& spec, const char* key) 
 bool IsAbsentAnswer(const absl::Status& status) {
   auto error = SpdkErrorOf(status);
   if (!error.has_value()) return false;
+  // vhost_get_controllers {name} answers -32603 "No such device" for an unknown controller (SPDK's
+  // vhost_rpc.c); lookups by NQN answer -32602.
+  if (error->code == -32603) return error->message.find("No such device") != std::string::npos;
   return error->code == -ENODEV || error->code == -ENOENT || error->code == -32602;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/devices/subsystem_json.h"
 #include "agent/devices/target_errors.h"
 #include "common/uuid.h"
 #include "spdlog/spdlog.h"
@@ -26,23 +27,6 @@ constexpr char kDeleteFailed[] = "Failed to delete NVMe/vfiouser device";
 // The longest name appended to sock_path: "vfiouser-4294967295/cntrl".
 constexpr size_t kMaxSocketName = sizeof("vfiouser-4294967295/cntrl") - 1;
 
-bool SameText(const Json& a, absl::string_view b) {
-  return a.is_string() && absl::EqualsIgnoreCase(a.get_ref<const std::string&>(), b);
-}
-
-std::string TextField(const Json& object, const char* key) {
-  if (!object.is_object()) return std::string();
-  auto it = object.find(key);
-  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-uint32_t NsidOf(const Json& ns) {
-  auto it = ns.find("nsid");
-  return it != ns.end() && it->is_number_unsigned() && it->get<uint64_t>() <= UINT32_MAX
-             ? static_cast<uint32_t>(it->get<uint64_t>())
-             : 0;
-}
-
 Json ListenAddress(const std::string& dir) { return Json{{"trtype", kTransport}, {"traddr", dir}}; }
 
 // Whether the subsystem (the target's answer) listens on vfio-user at `dir`.
@@ -55,26 +39,6 @@ bool HasListener(const Json& subsystem, const std::string& dir) {
     }
   }
   return false;
-}
-
-Json NamespaceParams(const VolumeExposure& volume) {
-  auto uuid = Uuid::Parse(volume.volume_id);
-  Json ns = {{"bdev_name", volume.bdev_name},
-             {"uuid", volume.volume_id},
-             {"nguid", uuid.ok() ? uuid->ToHex(false) : std::string()}};
-  if (volume.nsid != 0) ns["nsid"] = volume.nsid;
-  return ns;
-}
-
-// The namespace of `subsystem` whose UUID is `volume_id`, or null.
-const Json* FindNamespace(const Json& subsystem, const std::string& volume_id) {
-  if (!subsystem.is_object()) return nullptr;
-  auto it = subsystem.find("namespaces");
-  if (it == subsystem.end() || !it->is_array()) return nullptr;
-  for (const Json& ns : *it) {
-    if (ns.is_object() && SameText(ns.value("uuid", Json()), volume_id)) return &ns;
-  }
-  return nullptr;
 }
 
 }  // namespace
@@ -138,18 +102,7 @@ absl::StatusOr<DeviceSpec> VfioUserDeviceManager::PlanDevice(const sma::CreateDe
 }
 
 absl::StatusOr<std::optional<Json>> VfioUserDeviceManager::GetSubsystem(const std::string& nqn) const {
-  auto list = rpc_.Call("nvmf_get_subsystems", Json{{"nqn", nqn}});
-  if (!list.ok()) {
-    // SPDK answers -32602 for an unknown NQN (ours are well-formed, so that means "absent").
-    if (IsAbsentAnswer(list.status())) return std::optional<Json>();
-    return list.status();
-  }
-  if (list->is_array()) {
-    for (Json& s : *list) {
-      if (s.is_object() && SameText(s.value("nqn", Json()), nqn)) return std::optional<Json>(std::move(s));
-    }
-  }
-  return std::optional<Json>();
+  return GetSubsystemByNqn(rpc_, nqn);
 }
 
 absl::Status VfioUserDeviceManager::EnsureSocketDir(const std::string& dir, bool& created) const {

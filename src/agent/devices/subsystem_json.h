@@ -1,0 +1,33 @@
+#pragma once
+
+// Reading and writing the NVMe-oF subsystem JSON SPDK's nvmf_* methods use; shared by the device managers
+// whose devices are subsystems (nvmf_tcp, vfiouser).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "agent/devices/device_manager.h"
+#include "agent/spdk/target_rpc.h"
+
+namespace smad::agent {
+
+// `a` is a string equal to `b`, ignoring ASCII case.
+bool SameText(const Json& a, absl::string_view b);
+// object[key] when it is a string, else "".
+std::string TextField(const Json& object, const char* key);
+// ns["nsid"] when it is a u32, else 0.
+uint32_t NsidOf(const Json& ns);
+// nvmf_subsystem_add_ns's `namespace` object for `volume`: the bdev, UUID and NGUID (= the volume id),
+// and the nsid when the exposure has one.
+Json NamespaceParams(const VolumeExposure& volume);
+// The namespace of `subsystem` (an nvmf_get_subsystems entry) whose UUID is `volume_id`, or null.
+const Json* FindNamespace(const Json& subsystem, const std::string& volume_id);
+// The subsystem `nqn` as the target reports it (nvmf_get_subsystems {nqn}); nullopt when absent (SPDK
+// answers -32602 for an unknown NQN; ours are validated, so that answer means "absent"). Errors: the
+// call's, for any other failure.
+absl::StatusOr<std::optional<Json>> GetSubsystemByNqn(const TargetRpc& rpc, const std::string& nqn);
+
+}  // namespace smad::agent

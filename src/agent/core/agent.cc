@@ -244,6 +244,8 @@ absl::StatusOr<sma::CreateDeviceResponse> Agent::CreateDevice(const sma::CreateD
   DeviceSpec spec = planned;
   if (previous) {
     ASSIGN_OR_RETURN(spec, manager->PlanDevice(request, &*previous));
+    // Device-level QoS limits set through SetQos are not part of the request.
+    if (previous->params.contains("qos")) spec.params["qos"] = previous->params["qos"];
   }
   if (tracked) {
     if (planned.handle.empty() || tracked->device_handle != planned.handle) {
@@ -502,10 +504,12 @@ absl::Status Agent::SetQos(const sma::SetQosRequest& request) {
   std::optional<VolumeExposure> exposure;
   if (tracked) exposure = ExposureOf(*tracked);
   ASSIGN_OR_RETURN(std::string bdev, manager->QosBdev(*spec, exposure ? &*exposure : nullptr));
-  if (!tracked) return absl::UnimplementedError("Device-level QoS is not supported by this device type");
 
+  // Volume-level limits live in the volume record, device-level ones in the device's spec ("qos").
   // UINT64_MAX keeps the current value; anything else (including an absent field: 0) replaces it.
-  QosLimits current = tracked->qos.value_or(QosLimits{});
+  bool known = tracked ? tracked->qos.has_value() : spec->params.contains("qos");
+  QosLimits current = tracked ? tracked->qos.value_or(QosLimits{})
+                              : (known ? QosFromJson(spec->params["qos"]) : QosLimits{});
   QosLimits next = current;
   auto pick = [](uint64_t requested, uint64_t now, uint64_t scale) {
     return requested == kLeaveUnchanged ? now : requested * scale;
@@ -514,16 +518,22 @@ absl::Status Agent::SetQos(const sma::SetQosRequest& request) {
   next.r_mbytes_per_sec = pick(max.rd_bandwidth(), current.r_mbytes_per_sec, 1);
   next.w_mbytes_per_sec = pick(max.wr_bandwidth(), current.w_mbytes_per_sec, 1);
   next.rw_mbytes_per_sec = pick(max.rw_bandwidth(), current.rw_mbytes_per_sec, 1);
-  if (tracked->qos.has_value() && next == current) return absl::OkStatus();
+  if (known && next == current) return absl::OkStatus();
 
-  VolumeRecord record = *tracked;
-  record.qos = next;
-  ASSIGN_OR_RETURN(Op op, BeginOp(absl::StrCat("SetQos ", record.volume_id), {PutVolume(record)}));
-  auto set = rpc_.Call("bdev_set_qos_limit", Json{{"name", bdev},
-                                                  {"rw_ios_per_sec", next.rw_ios_per_sec},
-                                                  {"r_mbytes_per_sec", next.r_mbytes_per_sec},
-                                                  {"w_mbytes_per_sec", next.w_mbytes_per_sec},
-                                                  {"rw_mbytes_per_sec", next.rw_mbytes_per_sec}});
+  RecordChange change;
+  if (tracked) {
+    VolumeRecord record = *tracked;
+    record.qos = next;
+    change = PutVolume(record);
+  } else {
+    DeviceSpec device = *spec;
+    device.params["qos"] = QosJson(next);
+    change = PutDevice(device);
+  }
+  ASSIGN_OR_RETURN(Op op, BeginOp(absl::StrCat("SetQos ", request.device_handle()), {std::move(change)}));
+  Json params = QosJson(next);
+  params["name"] = bdev;
+  auto set = rpc_.Call("bdev_set_qos_limit", params);
   if (!set.ok()) {
     AbortOp(op);
     return TargetFailure(set.status(), "Failed to set QoS");
@@ -623,16 +633,27 @@ absl::Status Agent::ReconcilePass() {
     RETURN_IF_ERROR(status);
   }
   // QoS limits live in the target's memory: set them again.
+  std::vector<std::pair<std::string, QosLimits>> limits;  // bdev -> limits
   for (const VolumeRecord& v : volumes) {
-    if (!v.qos.has_value() || v.nsid == 0) continue;
-    auto set = rpc_.Call("bdev_set_qos_limit", Json{{"name", v.volume_id},
-                                                    {"rw_ios_per_sec", v.qos->rw_ios_per_sec},
-                                                    {"r_mbytes_per_sec", v.qos->r_mbytes_per_sec},
-                                                    {"w_mbytes_per_sec", v.qos->w_mbytes_per_sec},
-                                                    {"rw_mbytes_per_sec", v.qos->rw_mbytes_per_sec}});
+    if (v.qos.has_value() && v.nsid != 0) limits.emplace_back(v.volume_id, *v.qos);
+  }
+  for (const DeviceSpec& d : devices) {
+    DeviceManager* m = ManagerForHandle(d.handle);
+    if (m == nullptr || !d.params.contains("qos")) continue;
+    auto bdev = m->QosBdev(d, nullptr);
+    if (bdev.ok()) {
+      limits.emplace_back(*bdev, QosFromJson(d.params["qos"]));
+    } else {
+      spdlog::warn("reconcile: device-level QoS of {}: {}", d.handle, bdev.status().ToString());
+    }
+  }
+  for (const auto& [bdev, qos] : limits) {
+    Json params = QosJson(qos);
+    params["name"] = bdev;
+    auto set = rpc_.Call("bdev_set_qos_limit", params);
     if (!set.ok()) {
       if (IsTransportError(set.status())) return set.status();
-      spdlog::warn("reconcile: QoS of volume {}: {}", v.volume_id, set.status().ToString());
+      spdlog::warn("reconcile: QoS of bdev {}: {}", bdev, set.status().ToString());
     }
   }
   if (!nsid_updates.empty()) {

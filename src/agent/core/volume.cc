@@ -95,12 +95,7 @@ std::string SerializeVolume(const VolumeRecord& r) {
     j["hostnqn"] = r.hostnqn;
   }
   if (!r.crypto_engine.empty()) j["crypto"] = {{"engine", r.crypto_engine}, {"bdev", r.crypto_bdev}};
-  if (r.qos.has_value()) {
-    j["qos"] = {{"rw_ios_per_sec", r.qos->rw_ios_per_sec},
-                {"r_mbytes_per_sec", r.qos->r_mbytes_per_sec},
-                {"w_mbytes_per_sec", r.qos->w_mbytes_per_sec},
-                {"rw_mbytes_per_sec", r.qos->rw_mbytes_per_sec}};
-  }
+  if (r.qos.has_value()) j["qos"] = QosJson(*r.qos);
   return j.dump();
 }
 
@@ -121,11 +116,7 @@ absl::StatusOr<VolumeRecord> ParseVolumeRecord(const std::string& key, const std
       r.crypto_engine = j["crypto"].at("engine").get<std::string>();
       r.crypto_bdev = j["crypto"].at("bdev").get<std::string>();
     }
-    if (j.contains("qos")) {
-      const Json& q = j["qos"];
-      r.qos = QosLimits{q.at("rw_ios_per_sec").get<uint64_t>(), q.at("r_mbytes_per_sec").get<uint64_t>(),
-                        q.at("w_mbytes_per_sec").get<uint64_t>(), q.at("rw_mbytes_per_sec").get<uint64_t>()};
-    }
+    if (j.contains("qos")) r.qos = QosFromJson(j["qos"]);
     return r;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat("volume record ", key, ": ", e.what()));
@@ -147,6 +138,22 @@ absl::StatusOr<DeviceSpec> ParseDeviceRecord(const std::string& key, const std::
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat("device record ", key, ": ", e.what()));
   }
+}
+
+Json QosJson(const QosLimits& q) {
+  return Json{{"rw_ios_per_sec", q.rw_ios_per_sec},
+              {"r_mbytes_per_sec", q.r_mbytes_per_sec},
+              {"w_mbytes_per_sec", q.w_mbytes_per_sec},
+              {"rw_mbytes_per_sec", q.rw_mbytes_per_sec}};
+}
+
+QosLimits QosFromJson(const Json& j) {
+  auto field = [&j](const char* name) -> uint64_t {
+    if (!j.is_object() || !j.contains(name) || !j[name].is_number_unsigned()) return 0;
+    return j[name].get<uint64_t>();
+  };
+  return QosLimits{field("rw_ios_per_sec"), field("r_mbytes_per_sec"), field("w_mbytes_per_sec"),
+                   field("rw_mbytes_per_sec")};
 }
 
 VolumeExposure ExposureOf(const VolumeRecord& record) {

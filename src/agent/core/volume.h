@@ -62,4 +62,9 @@ inline constexpr char kVolumeKind[] = "volume";
 
 VolumeExposure ExposureOf(const VolumeRecord& record);
 
+// QoS limits as stored (SPDK's bdev_set_qos_limit parameter names); QosFromJson throws nothing and
+// treats missing fields as 0.
+Json QosJson(const QosLimits& limits);
+QosLimits QosFromJson(const Json& json);
+
 }  // namespace smad::agent

@@ -277,70 +277,13 @@ absl::Status NvmfTcpDeviceManager::DeleteDevice(const DeviceSpec& spec) {
   return TargetFailure(deleted.status(), "Failed to delete device");
 }
 
-absl::StatusOr<uint32_t> NvmfTcpDeviceManager::AddNamespace(const std::string& nqn, const VolumeExposure& volume) {
-  auto nsid = rpc_.Call("nvmf_subsystem_add_ns", Json{{"nqn", nqn}, {"namespace", NamespaceParams(volume)}});
-  if (!nsid.ok()) return nsid.status();
-  if (!nsid->is_number_unsigned()) return absl::InternalError("nvmf_subsystem_add_ns: the target answered no nsid");
-  return nsid->get<uint32_t>();
-}
 
 absl::Status NvmfTcpDeviceManager::AttachVolume(const DeviceSpec& device, VolumeExposure& volume) {
-  const std::string nqn = device.params["nqn"];
-  auto nsid = AddNamespace(nqn, volume);
-  if (nsid.ok()) {
-    volume.nsid = *nsid;
-    return absl::OkStatus();
-  }
-  if (IsTransportError(nsid.status())) return TargetFailure(nsid.status(), "Failed to attach volume");
-  // Find out why: already attached (a retry), no such device, no such bdev, or a wanted nsid in use.
-  auto actual = GetSubsystem(nqn);
-  if (!actual.ok()) return TargetFailure(actual.status(), "Failed to attach volume");
-  if (!actual->has_value()) return absl::NotFoundError("Invalid device handle");
-  if (const Json* ns = FindNamespace(**actual, volume.volume_id)) {
-    volume.nsid = NsidOf(*ns);
-    return absl::OkStatus();
-  }
-  auto bdev = rpc_.Call("bdev_get_bdevs", Json{{"name", volume.bdev_name}, {"timeout", 1000}});
-  if (!bdev.ok()) {
-    if (IsTransportError(bdev.status())) return TargetFailure(bdev.status(), "Failed to attach volume");
-    return absl::NotFoundError("Volume could not be found");
-  }
-  if (volume.nsid != 0) {
-    // The namespace ID smad remembered is taken by something else: let the target choose.
-    VolumeExposure any = volume;
-    any.nsid = 0;
-    auto retried = AddNamespace(nqn, any);
-    if (retried.ok()) {
-      volume.nsid = *retried;
-      return absl::OkStatus();
-    }
-    return TargetFailure(retried.status(), "Failed to attach volume");
-  }
-  // The bdev exists now (it may have appeared within the 1 s wait): one more try.
-  auto retried = AddNamespace(nqn, volume);
-  if (retried.ok()) {
-    volume.nsid = *retried;
-    return absl::OkStatus();
-  }
-  return TargetFailure(retried.status(), "Failed to attach volume");
+  return ExposeNamespace(rpc_, device.params["nqn"].get<std::string>(), volume);
 }
 
 absl::Status NvmfTcpDeviceManager::DetachVolume(const DeviceSpec& device, const VolumeExposure& volume) {
-  const std::string nqn = device.params["nqn"];
-  if (volume.nsid != 0) {
-    auto removed = rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", volume.nsid}});
-    if (removed.ok()) return absl::OkStatus();
-    if (IsTransportError(removed.status())) return TargetFailure(removed.status(), "Failed to detach volume");
-  }
-  // No remembered nsid, or removing it failed: look the namespace up by UUID.
-  auto actual = GetSubsystem(nqn);
-  if (!actual.ok()) return TargetFailure(actual.status(), "Failed to detach volume");
-  if (!actual->has_value()) return absl::OkStatus();
-  const Json* ns = FindNamespace(**actual, volume.volume_id);
-  if (ns == nullptr) return absl::OkStatus();
-  auto removed = rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(*ns)}});
-  if (!removed.ok()) return TargetFailure(removed.status(), "Failed to detach volume");
-  return absl::OkStatus();
+  return RemoveNamespace(rpc_, device.params["nqn"].get<std::string>(), volume);
 }
 
 absl::Status NvmfTcpDeviceManager::Reconcile(const DeviceSpec& spec, std::vector<VolumeExposure>& volumes,

@@ -49,7 +49,6 @@ class NvmfTcpDeviceManager : public DeviceManager {
   absl::Status CreateSubsystem(const Json& params);
   // Brings an existing subsystem (`actual`) to `params`: allow_any_host, hosts, missing listeners.
   absl::Status UpdateSubsystem(const Json& params, const Json& actual);
-  absl::StatusOr<uint32_t> AddNamespace(const std::string& nqn, const VolumeExposure& volume);
 
   TargetRpc& rpc_;
   // During a reconciliation pass: every subsystem by NQN, read once (see BeginReconcile).

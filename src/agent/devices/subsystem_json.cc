@@ -1,6 +1,7 @@
 #include "agent/devices/subsystem_json.h"
 
 #include "absl/strings/match.h"
+#include "agent/devices/target_errors.h"
 #include "common/uuid.h"
 
 namespace smad::agent {
@@ -55,6 +56,61 @@ absl::StatusOr<std::optional<Json>> GetSubsystemByNqn(const TargetRpc& rpc, cons
     }
   }
   return std::optional<Json>();
+}
+
+namespace {
+
+absl::StatusOr<uint32_t> AddNamespace(const TargetRpc& rpc, const std::string& nqn, const VolumeExposure& volume) {
+  auto nsid = rpc.Call("nvmf_subsystem_add_ns", Json{{"nqn", nqn}, {"namespace", NamespaceParams(volume)}});
+  if (!nsid.ok()) return nsid.status();
+  if (!nsid->is_number_unsigned() || nsid->get<uint64_t>() == 0 || nsid->get<uint64_t>() > UINT32_MAX) {
+    return absl::InternalError("nvmf_subsystem_add_ns: the target answered no nsid");
+  }
+  return static_cast<uint32_t>(nsid->get<uint64_t>());
+}
+
+}  // namespace
+
+absl::Status ExposeNamespace(const TargetRpc& rpc, const std::string& nqn, VolumeExposure& volume) {
+  constexpr char kFailed[] = "Failed to attach volume";
+  auto nsid = AddNamespace(rpc, nqn, volume);
+  if (nsid.ok()) {
+    volume.nsid = *nsid;
+    return absl::OkStatus();
+  }
+  if (IsTransportError(nsid.status())) return TargetFailure(nsid.status(), kFailed);
+  // Find out why: already attached (a retry), no such device, no such bdev, or a wanted nsid in use.
+  auto actual = GetSubsystemByNqn(rpc, nqn);
+  if (!actual.ok()) return TargetFailure(actual.status(), kFailed);
+  if (!actual->has_value()) return absl::NotFoundError("Invalid device handle");
+  if (const Json* ns = FindNamespace(**actual, volume.volume_id)) {
+    volume.nsid = NsidOf(*ns);
+    return absl::OkStatus();
+  }
+  auto bdev = rpc.Call("bdev_get_bdevs", Json{{"name", volume.bdev_name}, {"timeout", 1000}});
+  if (!bdev.ok()) {
+    if (IsTransportError(bdev.status())) return TargetFailure(bdev.status(), kFailed);
+    return absl::NotFoundError("Volume could not be found");
+  }
+  // The bdev exists (it may have appeared within the wait); a remembered nsid may be taken: let the
+  // target choose.
+  VolumeExposure any = volume;
+  any.nsid = 0;
+  auto retried = AddNamespace(rpc, nqn, any);
+  if (!retried.ok()) return TargetFailure(retried.status(), kFailed);
+  volume.nsid = *retried;
+  return absl::OkStatus();
+}
+
+absl::Status RemoveNamespace(const TargetRpc& rpc, const std::string& nqn, const VolumeExposure& volume) {
+  auto actual = GetSubsystemByNqn(rpc, nqn);
+  if (!actual.ok()) return TargetFailure(actual.status(), "Failed to detach volume");
+  if (!actual->has_value()) return absl::OkStatus();
+  const Json* ns = FindNamespace(**actual, volume.volume_id);
+  if (ns == nullptr) return absl::OkStatus();
+  auto removed = rpc.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(*ns)}});
+  if (!removed.ok()) return TargetFailure(removed.status(), "Failed to detach volume");
+  return absl::OkStatus();
 }
 
 }  // namespace smad::agent

@@ -30,4 +30,15 @@ const Json* FindNamespace(const Json& subsystem, const std::string& volume_id);
 // call's, for any other failure.
 absl::StatusOr<std::optional<Json>> GetSubsystemByNqn(const TargetRpc& rpc, const std::string& nqn);
 
+// Exposes `volume` as a namespace of subsystem `nqn` (with volume.nsid when non-zero) and sets
+// volume.nsid; success when it is already there. When the add fails, finds out why: NotFound "Invalid
+// device handle" (no subsystem), NotFound "Volume could not be found" (no bdev, after waiting 1 s for it to
+// appear), else retries once letting the target choose the nsid (the remembered one may be taken).
+// Target errors become Internal "Failed to attach volume: ..." (TargetFailure).
+absl::Status ExposeNamespace(const TargetRpc& rpc, const std::string& nqn, VolumeExposure& volume);
+// Removes the namespace whose UUID is the volume's from `nqn`, found by UUID (never by a remembered nsid,
+// which could name another namespace after out-of-band changes); success when it or the subsystem is
+// absent.
+absl::Status RemoveNamespace(const TargetRpc& rpc, const std::string& nqn, const VolumeExposure& volume);
+
 }  // namespace smad::agent

@@ -257,59 +257,15 @@ absl::Status VfioUserDeviceManager::DeleteDevice(const DeviceSpec& spec) {
   return RemoveSocketDir(SocketDir(physical_id));
 }
 
-absl::StatusOr<uint32_t> VfioUserDeviceManager::AddNamespace(const std::string& nqn, const VolumeExposure& volume) {
-  auto nsid = rpc_.Call("nvmf_subsystem_add_ns", Json{{"nqn", nqn}, {"namespace", NamespaceParams(volume)}});
-  if (!nsid.ok()) return nsid.status();
-  if (!nsid->is_number_unsigned() || nsid->get<uint64_t>() == 0 || nsid->get<uint64_t>() > UINT32_MAX) {
-    return absl::InternalError("nvmf_subsystem_add_ns: the target answered no nsid");
-  }
-  return static_cast<uint32_t>(nsid->get<uint64_t>());
-}
 
 absl::Status VfioUserDeviceManager::AttachVolume(const DeviceSpec& device, VolumeExposure& volume) {
   ASSIGN_OR_RETURN(uint32_t physical_id, SpecNumber(device, "physical_id"));
-  const std::string nqn = Nqn(physical_id);
-  auto nsid = AddNamespace(nqn, volume);
-  if (nsid.ok()) {
-    volume.nsid = *nsid;
-    return absl::OkStatus();
-  }
-  if (IsTransportError(nsid.status())) return TargetFailure(nsid.status(), "Failed to attach volume");
-  // Find out why: already attached (a retry), no such device, no such bdev, or a wanted nsid in use.
-  auto actual = GetSubsystem(nqn);
-  if (!actual.ok()) return TargetFailure(actual.status(), "Failed to attach volume");
-  if (!actual->has_value()) return absl::NotFoundError("Invalid device handle");
-  if (const Json* ns = FindNamespace(**actual, volume.volume_id)) {
-    volume.nsid = NsidOf(*ns);
-    return absl::OkStatus();
-  }
-  auto bdev = rpc_.Call("bdev_get_bdevs", Json{{"name", volume.bdev_name}, {"timeout", 1000}});
-  if (!bdev.ok()) {
-    if (IsTransportError(bdev.status())) return TargetFailure(bdev.status(), "Failed to attach volume");
-    return absl::NotFoundError("Volume could not be found");
-  }
-  // The bdev exists (it may have appeared within the wait); a remembered nsid may be taken: let the
-  // target choose.
-  VolumeExposure any = volume;
-  any.nsid = 0;
-  auto retried = AddNamespace(nqn, any);
-  if (!retried.ok()) return TargetFailure(retried.status(), "Failed to attach volume");
-  volume.nsid = *retried;
-  return absl::OkStatus();
+  return ExposeNamespace(rpc_, Nqn(physical_id), volume);
 }
 
 absl::Status VfioUserDeviceManager::DetachVolume(const DeviceSpec& device, const VolumeExposure& volume) {
   ASSIGN_OR_RETURN(uint32_t physical_id, SpecNumber(device, "physical_id"));
-  const std::string nqn = Nqn(physical_id);
-  // Look the namespace up by UUID: a remembered nsid may since have been given to another volume.
-  auto actual = GetSubsystem(nqn);
-  if (!actual.ok()) return TargetFailure(actual.status(), "Failed to detach volume");
-  if (!actual->has_value()) return absl::OkStatus();
-  const Json* ns = FindNamespace(**actual, volume.volume_id);
-  if (ns == nullptr) return absl::OkStatus();
-  auto removed = rpc_.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(*ns)}});
-  if (!removed.ok()) return TargetFailure(removed.status(), "Failed to detach volume");
-  return absl::OkStatus();
+  return RemoveNamespace(rpc_, Nqn(physical_id), volume);
 }
 
 absl::Status VfioUserDeviceManager::Reconcile(const DeviceSpec& spec, std::vector<VolumeExposure>& volumes,

@@ -89,7 +89,6 @@ class VfioUserDeviceManager : public DeviceManager {
   absl::Status EnsureQemuDevice(uint32_t physical_id, const PciSlot& slot) const;
   // query-pci, then device_del when present. Returns QMP's status unchanged.
   absl::Status RemoveQemuDevice(uint32_t physical_id) const;
-  absl::StatusOr<uint32_t> AddNamespace(const std::string& nqn, const VolumeExposure& volume);
 
   TargetRpc& rpc_;
   QemuDeviceConfig config_;  // set by Init, read-only afterwards

@@ -4,7 +4,8 @@
 
 namespace smad::testing {
 
-// A loopback TCP port that was free a moment ago (bind to port 0, read it back, close).
+// A loopback TCP port that was free a moment ago, drawn at random below the kernel's ephemeral range so
+// that parallel tests binding port 0 cannot be handed the same one.
 std::string FreeTcpPort();
 
 }  // namespace smad::testing

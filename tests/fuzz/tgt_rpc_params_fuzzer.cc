@@ -25,7 +25,8 @@ constexpr const char* kMethods[] = {
     "nvmf_create_subsystem", "nvmf_delete_subsystem", "nvmf_get_subsystems", "nvmf_subsystem_get_listeners",
     "nvmf_subsystem_add_ns", "nvmf_subsystem_remove_ns", "nvmf_subsystem_add_host", "nvmf_subsystem_remove_host",
     "nvmf_subsystem_allow_any_host", "nvmf_subsystem_get_controllers", "nvmf_subsystem_get_qpairs",
-    "nvmf_get_stats", "bdev_wait_for_examine", "framework_wait_init"};
+    "nvmf_get_stats", "bdev_wait_for_examine", "framework_wait_init", "accel_crypto_key_create",
+    "accel_crypto_keys_get", "accel_crypto_key_destroy", "bdev_crypto_create", "bdev_crypto_delete"};
 constexpr size_t kMethodCount = sizeof(kMethods) / sizeof(kMethods[0]);
 
 struct Environment {
@@ -84,6 +85,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   });
   // Keep the state small: clear everything once it grows.
   env.OnControl([&](std::promise<void>& done) {
+    if (env.core->keys().List().size() > 16) {
+      std::vector<std::string> names;
+      for (const auto& key : env.core->keys().List()) names.push_back(key->name());
+      for (const auto& name : names) env.core->keys().Destroy(name).IgnoreError();  // in-use keys stay
+    }
     if (env.core->bdevs().List().size() > 16 || env.core->nvmf().List().size() > 16) {
       env.core->Shutdown([&done] { done.set_value(); });
     } else {

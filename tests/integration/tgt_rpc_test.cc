@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "support/net.h"
+#include "support/rpc_expect.h"
 #include "support/temp_dir.h"
 #include "support/tgt_process.h"
 
@@ -31,30 +32,20 @@ class TgtRpcTest : public ::testing::Test {
     ASSERT_TRUE(tgt_.Start().ok()) << tgt_.ReadLog();
     auto client = tgt_.Connect();
     ASSERT_TRUE(client.ok());
-    client_.emplace(std::move(client).value());
+    rpc_.emplace(std::move(client).value());
   }
 
-  Json Call(const std::string& method, const Json& params = nullptr) {
-    auto response = client_->CallRaw(method, params);
-    EXPECT_TRUE(response.ok()) << response.status();
-    return response.ok() ? *response : Json();
-  }
-  Json Result(const std::string& method, const Json& params = nullptr) {
-    Json response = Call(method, params);
-    EXPECT_TRUE(response.contains("result")) << method << " " << params.dump() << " -> " << response.dump();
-    return response.value("result", Json());
-  }
+  Json Call(const std::string& method, const Json& params = nullptr) { return rpc_->Response(method, params); }
+  Json Result(const std::string& method, const Json& params = nullptr) { return rpc_->Result(method, params); }
   int ErrorCode(const std::string& method, const Json& params = nullptr) {
-    Json response = Call(method, params);
-    EXPECT_TRUE(response.contains("error")) << method << " " << params.dump() << " -> " << response.dump();
-    if (!response.contains("error")) return 0;
-    EXPECT_FALSE(response["error"].value("message", "").empty());
-    return response["error"].value("code", 0);
+    Json error = rpc_->Error(method, params);
+    EXPECT_FALSE(error.value("message", "").empty());
+    return error.value("code", 0);
   }
 
   TempDir dir_;
   TgtProcess tgt_{dir_.path()};
-  std::optional<BlockingClient> client_;
+  std::optional<testing::RpcExpect> rpc_;
 };
 
 TEST_F(TgtRpcTest, ReportsVersionAndMethods) {
@@ -272,9 +263,9 @@ TEST_F(TgtRpcTest, PipelinedRequestsAreAnsweredInOrder) {
   for (int i = 0; i < 50; ++i) {
     batch += Json{{"jsonrpc", "2.0"}, {"id", i}, {"method", i % 2 ? "bdev_get_bdevs" : "spdk_get_version"}}.dump();
   }
-  ASSERT_TRUE(client_->SendRaw(batch).ok());
+  ASSERT_TRUE(rpc_->client().SendRaw(batch).ok());
   for (int i = 0; i < 50; ++i) {
-    auto value = client_->ReadValue();
+    auto value = rpc_->client().ReadValue();
     ASSERT_TRUE(value.ok());
     EXPECT_EQ((*value)["id"], i);
   }

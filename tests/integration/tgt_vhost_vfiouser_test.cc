@@ -16,6 +16,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "support/rpc_expect.h"
 #include "support/temp_dir.h"
 #include "support/tgt_process.h"
 
@@ -101,22 +102,10 @@ class TgtVhostVfioUserTest : public ::testing::Test {
     client_.emplace(std::move(client).value());
   }
 
-  Json Call(const std::string& method, const Json& params = nullptr) {
-    auto response = client_->CallRaw(method, params);
-    EXPECT_TRUE(response.ok()) << response.status();
-    return response.ok() ? *response : Json();
-  }
-  Json Result(const std::string& method, const Json& params = nullptr) {
-    Json response = Call(method, params);
-    EXPECT_TRUE(response.contains("result")) << method << " " << params.dump() << " -> " << response.dump();
-    return response.value("result", Json());
-  }
+  Json Call(const std::string& method, const Json& params = nullptr) { return client_->Response(method, params); }
+  Json Result(const std::string& method, const Json& params = nullptr) { return client_->Result(method, params); }
   // The error object of a call that must fail.
-  Json Error(const std::string& method, const Json& params = nullptr) {
-    Json response = Call(method, params);
-    EXPECT_TRUE(response.contains("error")) << method << " " << params.dump() << " -> " << response.dump();
-    return response.value("error", Json::object());
-  }
+  Json Error(const std::string& method, const Json& params = nullptr) { return client_->Error(method, params); }
   int ErrorCode(const std::string& method, const Json& params = nullptr) {
     return Error(method, params).value("code", 0);
   }
@@ -148,7 +137,7 @@ class TgtVhostVfioUserTest : public ::testing::Test {
   TempDir dir_;
   std::string vhost_dir_ = dir_.File("vhost");
   TgtProcess tgt_{dir_.path()};
-  std::optional<BlockingClient> client_;
+  std::optional<testing::RpcExpect> client_;
 };
 
 TEST_F(TgtVhostVfioUserTest, VhostBlkControllerLifecycle) {

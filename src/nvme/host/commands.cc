@@ -99,6 +99,24 @@ void BuildWrite(uint8_t* sqe, uint32_t nsid, uint64_t slba, uint32_t nblocks) {
 
 void BuildFlush(uint8_t* sqe, uint32_t nsid) { Init(sqe, io::kFlush, nsid); }
 
+void BuildWriteZeroes(uint8_t* sqe, uint32_t nsid, uint64_t slba, uint32_t nblocks) {
+  Init(sqe, io::kWriteZeroes, nsid);
+  Store64(sqe + 40, slba);
+  SetCdw(sqe, 12, (nblocks - 1) & 0xffff);
+}
+
+void BuildDeallocate(uint8_t* sqe, uint32_t nsid, uint32_t nranges) {
+  Init(sqe, io::kDatasetManagement, nsid);
+  SetCdw(sqe, 10, (nranges - 1) & 0xff);
+  SetCdw(sqe, 11, 1u << 2);  // AD: deallocate
+}
+
+void PutDsmRange(uint8_t* out, uint64_t slba, uint32_t nblocks) {
+  Store32(out, 0);
+  Store32(out + 4, nblocks);
+  Store64(out + 8, slba);
+}
+
 std::string StatusName(const Status& status) {
   if (status.sct == kSctGeneric) {
     switch (status.sc) {

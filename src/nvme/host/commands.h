@@ -37,6 +37,15 @@ void BuildKeepAlive(uint8_t* sqe);
 void BuildRead(uint8_t* sqe, uint32_t nsid, uint64_t slba, uint32_t nblocks);
 void BuildWrite(uint8_t* sqe, uint32_t nsid, uint64_t slba, uint32_t nblocks);
 void BuildFlush(uint8_t* sqe, uint32_t nsid);
+// Write Zeroes of `nblocks` (1..65536) logical blocks at `slba`.
+void BuildWriteZeroes(uint8_t* sqe, uint32_t nsid, uint64_t slba, uint32_t nblocks);
+// Dataset Management with the deallocate attribute over `nranges` (1..256) ranges; the range list (16 bytes
+// per range, see PutDsmRange) travels as the command's data.
+void BuildDeallocate(uint8_t* sqe, uint32_t nsid, uint32_t nranges);
+// Writes one 16-byte Dataset Management range (no context attributes) at `out`.
+void PutDsmRange(uint8_t* out, uint64_t slba, uint32_t nblocks);
+inline constexpr uint32_t kDsmRangeSize = 16;
+inline constexpr uint32_t kDsmMaxRanges = 256;
 
 // --- Controller configuration ---------------------------------------------------------------------------
 // CC with EN=1, CSS NVM, MPS 4 KiB, round robin, IOSQES 6 (64 bytes) and IOCQES 4 (16 bytes).

@@ -18,6 +18,14 @@ std::string Text(const uint8_t* field, size_t size) {
   return std::string(absl::StripTrailingAsciiWhitespace(text));
 }
 
+// True when every byte of `field` after its text (as Text() reads it) is NUL or space padding.
+bool PaddingOnly(const uint8_t* field, size_t size) {
+  for (size_t i = Text(field, size).size(); i < size; ++i) {
+    if (field[i] != 0 && field[i] != ' ') return false;
+  }
+  return true;
+}
+
 template <size_t N>
 bool AllZero(const std::array<uint8_t, N>& bytes) {
   return std::all_of(bytes.begin(), bytes.end(), [](uint8_t b) { return b == 0; });
@@ -177,6 +185,8 @@ absl::StatusOr<DiscoveryLogEntry> ParseDiscoveryEntry(absl::Span<const uint8_t> 
   e.trsvcid = Text(p + disc_entry::kTrsvcid, 32);
   e.subnqn = Text(p + disc_entry::kSubnqn, 256);
   e.traddr = Text(p + disc_entry::kTraddr, 256);
+  e.padding_ok = PaddingOnly(p + disc_entry::kTrsvcid, 32) && PaddingOnly(p + disc_entry::kSubnqn, 256) &&
+                 PaddingOnly(p + disc_entry::kTraddr, 256);
   return e;
 }
 

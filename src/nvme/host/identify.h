@@ -110,6 +110,9 @@ struct DiscoveryLogEntry {
   std::string trsvcid;
   std::string subnqn;
   std::string traddr;
+  // False when a text field (TRSVCID, SUBNQN, TRADDR) holds anything but NUL or space bytes after its
+  // text, e.g. "4420\0junk": the field is then not what it claims to be.
+  bool padding_ok = true;
 };
 struct DiscoveryLog {
   uint64_t genctr = 0;

@@ -131,16 +131,19 @@ absl::StatusOr<TransportId> ParseTransportId(absl::string_view text, const HostI
   if (!have_adrfam && trid.traddr.find(':') != std::string::npos) trid.adrfam = AddressFamily::kIpv6;
   if (trid.hostnqn.empty()) trid.hostnqn = DefaultHostNqn(sources);
   if (!have_hostid) {
-    absl::string_view nqn = trid.hostnqn;
-    absl::StatusOr<Uuid> uuid = absl::InvalidArgumentError("");
-    if (absl::ConsumePrefix(&nqn, kUuidNqnPrefix)) uuid = Uuid::Parse(nqn);
-    if (!uuid.ok()) {
-      std::string from_file = ReadFirstLine(sources.hostid_file);
-      uuid = Uuid::Parse(from_file);
-    }
+    std::optional<Uuid> from_nqn = HostIdOf(trid.hostnqn);
+    absl::StatusOr<Uuid> uuid = from_nqn ? absl::StatusOr<Uuid>(*from_nqn)
+                                         : Uuid::Parse(ReadFirstLine(sources.hostid_file));
     trid.hostid = uuid.ok() ? *uuid : Uuid::Generate();
   }
   return trid;
+}
+
+std::optional<Uuid> HostIdOf(absl::string_view hostnqn) {
+  if (!absl::ConsumePrefix(&hostnqn, kUuidNqnPrefix)) return std::nullopt;
+  auto uuid = Uuid::Parse(hostnqn);
+  if (!uuid.ok()) return std::nullopt;
+  return *uuid;
 }
 
 }  // namespace smad::nvme::host

@@ -4,6 +4,7 @@
 // string form ("trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn..."), parsed into a value.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,9 @@ struct HostIdentitySources {
 // Errors: InvalidArgument whose message names the offending key (unknown key, missing value, duplicate,
 // bad value, missing traddr).
 absl::StatusOr<TransportId> ParseTransportId(absl::string_view text, const HostIdentitySources& sources = {});
+
+// The UUID inside a uuid-form host NQN ("nqn.2014-08.org.nvmexpress:uuid:<uuid>"); nullopt otherwise.
+std::optional<Uuid> HostIdOf(absl::string_view hostnqn);
 
 // The host NQN this machine uses by default (see ParseTransportId). Never fails: falls back to a generated
 // uuid-form NQN.

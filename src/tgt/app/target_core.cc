@@ -9,7 +9,7 @@ using Json = nlohmann::json;
 namespace {
 
 // The subsystems smad-tgt provides, in replay order.
-constexpr const char* kSubsystems[] = {"bdev", "nvmf", "vhost_blk"};
+constexpr const char* kSubsystems[] = {"accel", "bdev", "nvmf", "vhost_blk"};
 
 bool Provided(const std::string& name) {
   for (const char* s : kSubsystems) {
@@ -22,8 +22,12 @@ bool Provided(const std::string& name) {
 
 TargetCore::TargetCore(Reactor& control, const std::vector<int>& cores, bool busy_poll,
                        std::function<void()> request_shutdown, std::string vhost_socket_dir)
-    : control_(control), reactors_(std::make_unique<ReactorSet>(cores, busy_poll)) {
+    : control_(control),
+      reactors_(std::make_unique<ReactorSet>(cores, busy_poll)),
+      keys_(std::make_unique<CryptoKeyStore>()) {
   bdevs_ = std::make_unique<BdevManager>(control_, *reactors_);
+  nvme_ = std::make_unique<NvmeBdevModule>(control_, *bdevs_);
+  discovery_ = std::make_unique<DiscoveryManager>(control_, *nvme_);
   nvmf_ = std::make_unique<NvmfTarget>(control_, *reactors_, *bdevs_);
   vhost_ = std::make_unique<VhostTarget>(control_, *bdevs_, std::move(vhost_socket_dir), cores);
   rpc_ = std::unique_ptr<RpcContext>(new RpcContext{control_, *bdevs_, *nvmf_, *vhost_, dispatcher_,
@@ -32,11 +36,19 @@ TargetCore::TargetCore(Reactor& control, const std::vector<int>& cores, bool bus
   RegisterBdevRpcs(*rpc_);
   RegisterNvmfRpcs(*rpc_);
   RegisterVhostRpcs(*rpc_);
+  rpc_->keys = keys_.get();
+  RegisterCryptoRpcs(*rpc_);
+  rpc_->nvme = nvme_.get();
+  RegisterBdevNvmeRpcs(*rpc_);
+  rpc_->discovery = discovery_.get();
+  RegisterDiscoveryRpcs(*rpc_);
 }
 
 TargetCore::~TargetCore() {
   vhost_.reset();
   nvmf_.reset();
+  discovery_.reset();
+  nvme_.reset();
   bdevs_.reset();
 }
 
@@ -45,7 +57,10 @@ void TargetCore::Start() { reactors_->Start(); }
 void TargetCore::StopReactors() { reactors_->Stop(); }
 
 Json TargetCore::SaveConfig() const {
-  Json bdev_config = Json::array();
+  // Remote NVMe controllers first: other bdevs may be stacked on their namespaces.
+  Json bdev_config = nvme_->ConfigEntries();
+  // Discovery services recreate their own controllers (SPDK writes them after the attach entries).
+  for (Json& entry : discovery_->ConfigEntries()) bdev_config.push_back(std::move(entry));
   for (Bdev* bdev : bdevs_->List()) {
     Json entry = bdev->ConfigEntry();
     if (!entry.is_null()) bdev_config.push_back(entry);
@@ -61,7 +76,8 @@ Json TargetCore::SaveConfig() const {
                              {"r_mbytes_per_sec", q.r_mbytes_per_sec},
                              {"w_mbytes_per_sec", q.w_mbytes_per_sec}}}});
   }
-  return Json{{"subsystems", Json::array({{{"subsystem", "bdev"}, {"config", bdev_config}},
+  return Json{{"subsystems", Json::array({{{"subsystem", "accel"}, {"config", keys_->ConfigEntries()}},
+                                          {{"subsystem", "bdev"}, {"config", bdev_config}},
                                           {{"subsystem", "nvmf"}, {"config", nvmf_->ConfigEntries()}},
                                           {{"subsystem", "vhost_blk"}, {"config", vhost_->ConfigEntries()}}})}};
 }
@@ -114,7 +130,11 @@ void TargetCore::LoadEntries(std::shared_ptr<std::vector<Json>> entries, size_t 
 void TargetCore::Shutdown(absl::AnyInvocable<void() &&> done) {
   auto shared = std::make_shared<absl::AnyInvocable<void() &&>>(std::move(done));
   vhost_->Shutdown();
-  nvmf_->Shutdown([this, shared] { bdevs_->UnregisterAll([shared] { std::move(*shared)(); }); });
+  nvmf_->Shutdown([this, shared] {
+    discovery_->Shutdown([this, shared] {
+      nvme_->Shutdown([this, shared] { bdevs_->UnregisterAll([shared] { std::move(*shared)(); }); });
+    });
+  });
 }
 
 }  // namespace smad::tgt

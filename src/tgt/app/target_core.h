@@ -10,6 +10,9 @@
 #include "nlohmann/json.hpp"
 #include "reactor/reactor.h"
 #include "tgt/bdev/bdev_manager.h"
+#include "tgt/bdev_nvme/discovery_service.h"
+#include "tgt/bdev_nvme/nvme_bdev_module.h"
+#include "tgt/crypto/crypto_keys.h"
 #include "tgt/nvmf/target.h"
 #include "tgt/rpc/rpc.h"
 #include "tgt/vhost/vhost_target.h"
@@ -37,13 +40,16 @@ class TargetCore {
 
   jsonrpc::Dispatcher& dispatcher() { return dispatcher_; }
   BdevManager& bdevs() { return *bdevs_; }
+  CryptoKeyStore& keys() { return *keys_; }
   NvmfTarget& nvmf() { return *nvmf_; }
+  NvmeBdevModule& nvme() { return *nvme_; }
+  DiscoveryManager& discovery() { return *discovery_; }
   VhostTarget& vhost() { return *vhost_; }
   size_t reactor_count() const { return reactors_->size(); }
 
   // The running configuration in SPDK's save_config format: {"subsystems":[{"subsystem","config"}]}.
   nlohmann::json SaveConfig() const;
-  // Replays a save_config document entry by entry (bdev first, then nvmf, then vhost_blk) through the RPC
+  // Replays a save_config document entry by entry (accel first, then bdev, nvmf, vhost_blk) through the RPC
   // methods. `done` receives the first failure, naming the entry's index and method. Other subsystems
   // are skipped with a warning.
   void LoadConfig(const nlohmann::json& config, absl::AnyInvocable<void(absl::Status)> done);
@@ -56,7 +62,10 @@ class TargetCore {
 
   Reactor& control_;
   std::unique_ptr<ReactorSet> reactors_;
+  std::unique_ptr<CryptoKeyStore> keys_;  // outlives the bdevs (crypto bdevs hold keys)
   std::unique_ptr<BdevManager> bdevs_;
+  std::unique_ptr<NvmeBdevModule> nvme_;  // remote NVMe bdevs; shut down before the bdevs go
+  std::unique_ptr<DiscoveryManager> discovery_;  // uses nvme_; stopped before it shuts down
   std::unique_ptr<NvmfTarget> nvmf_;
   std::unique_ptr<VhostTarget> vhost_;
   jsonrpc::Dispatcher dispatcher_;

@@ -169,6 +169,7 @@ Json Bdev::Describe() const {
       {"write_uncorrectable", false},
   };
   j["driver_specific"] = DriverSpecific();
+  AmendDescription(j);
   return j;
 }
 

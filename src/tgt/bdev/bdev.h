@@ -115,6 +115,9 @@ class Bdev {
   // The {"method", "params"} entry that recreates this bdev (save_config), or null if it cannot be.
   virtual Json ConfigEntry() const = 0;
   virtual Json DriverSpecific() const { return Json::object(); }
+  // Lets a module adjust its bdev_get_bdevs entry (e.g. SPDK's alignment hints or memory_domains) after
+  // the common fields and driver_specific were filled in.
+  virtual void AmendDescription(Json& description) const { (void)description; }
   // Releases module resources after the last descriptor and channel are gone (control thread).
   virtual void OnUnregistered() {}
 

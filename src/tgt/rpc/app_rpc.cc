@@ -34,7 +34,8 @@ void RegisterAppRpcs(RpcContext& ctx) {
   d.Register("framework_wait_init", [](const Json&, Responder r) { r.Reply(true); });
 
   d.Register("framework_get_subsystems", [](const Json&, Responder r) {
-    r.Reply(Json::array({{{"subsystem", "bdev"}, {"depends_on", Json::array()}},
+    r.Reply(Json::array({{{"subsystem", "accel"}, {"depends_on", Json::array()}},
+                         {{"subsystem", "bdev"}, {"depends_on", Json::array({"accel"})}},
                          {{"subsystem", "nvmf"}, {"depends_on", Json::array({"bdev"})}},
                          {{"subsystem", "vhost_blk"}, {"depends_on", Json::array({"bdev"})}}}));
   });

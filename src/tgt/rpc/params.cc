@@ -76,6 +76,17 @@ uint32_t ParamReader::U32(const char* key, bool required, uint32_t fallback) {
   return static_cast<uint32_t>(value);
 }
 
+int32_t ParamReader::I32(const char* key, bool required, int32_t fallback) {
+  const Json* v = Get(key, required);
+  if (v == nullptr) return fallback;
+  if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > INT32_MAX) ||
+      (!v->is_number_unsigned() && (v->get<int64_t>() < INT32_MIN || v->get<int64_t>() > INT32_MAX))) {
+    Fail(std::string("parameter '") + key + "' must be a 32-bit integer");
+    return fallback;
+  }
+  return static_cast<int32_t>(v->get<int64_t>());
+}
+
 bool ParamReader::Bool(const char* key, bool required, bool fallback) {
   const Json* v = Get(key, required);
   if (v == nullptr) return fallback;

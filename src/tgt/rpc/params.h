@@ -34,6 +34,8 @@ class ParamReader {
   std::optional<std::string> OptionalString(const char* key);
   uint64_t U64(const char* key, bool required, uint64_t fallback = 0);
   uint32_t U32(const char* key, bool required, uint32_t fallback = 0);
+  // A signed 32-bit integer (SPDK's int32 parameters, e.g. ctrlr_loss_timeout_sec).
+  int32_t I32(const char* key, bool required, int32_t fallback = 0);
   bool Bool(const char* key, bool required, bool fallback = false);
   // A nested object (null when absent and not required).
   nlohmann::json Object(const char* key, bool required);

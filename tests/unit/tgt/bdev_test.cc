@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "support/bdev_layer_fixture.h"
 #include "support/temp_dir.h"
 #include "tgt/bdev/aio_bdev.h"
 #include "tgt/bdev/bdev_manager.h"
@@ -18,31 +19,8 @@ namespace smad::tgt {
 namespace {
 
 // A control reactor and two data reactors, all on their own threads.
-class BdevTest : public ::testing::Test {
+class BdevTest : public testing::BdevLayerTest {
  protected:
-  void SetUp() override {
-    control_.Start();
-    reactors_.Start();
-    OnControl([this] { manager_ = std::make_unique<BdevManager>(control_, reactors_); });
-  }
-  void TearDown() override {
-    std::promise<void> done;
-    control_.Post([&] { manager_->UnregisterAll([&] { done.set_value(); }); });
-    done.get_future().wait();
-    OnControl([this] { manager_.reset(); });
-    reactors_.Stop();
-    control_.Stop();
-    control_.Join();
-  }
-  template <typename F>
-  void OnControl(F fn) {
-    std::promise<void> done;
-    control_.Post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
-  }
   template <typename F>
   void OnReactor(size_t i, F fn) {
     std::promise<void> done;
@@ -95,9 +73,6 @@ class BdevTest : public ::testing::Test {
     return result.get_future().get();
   }
 
-  Reactor control_{Reactor::Options{.name = "control"}};
-  ReactorSet reactors_{{0, 1}, false};
-  std::unique_ptr<BdevManager> manager_;
 };
 
 absl::StatusOr<std::unique_ptr<Bdev>> MakeMalloc(const std::string& name, uint64_t blocks, uint32_t bs) {

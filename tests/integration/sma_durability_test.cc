@@ -12,6 +12,7 @@
 #include "nvme/host/sync_controller.h"
 #include "nvme/host/transport_id.h"
 #include "support/net.h"
+#include "support/nvme_host.h"
 #include "support/sma_helpers.h"
 #include "support/smad_process.h"
 #include "support/temp_dir.h"
@@ -25,23 +26,7 @@ constexpr char kNqn[] = "nqn.2016-06.io.spdk:cnode0";
 constexpr char kHost[] = "nqn.2016-06.io.spdk:host0";
 
 std::unique_ptr<SyncController> ConnectHost(const std::string& port, const std::string& nqn = kNqn) {
-  auto trid = nvme::host::ParseTransportId(
-      absl::StrCat("trtype:tcp adrfam:ipv4 traddr:127.0.0.1 trsvcid:", port, " subnqn:", nqn, " hostnqn:", kHost));
-  if (!trid.ok()) return nullptr;
-  SyncController::Options options;
-  options.controller.kato_ms = 10000;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    auto ctrl = SyncController::Connect(*trid, options);
-    if (ctrl.ok()) return *std::move(ctrl);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return nullptr;
-}
-
-std::vector<uint8_t> Pattern(size_t size, uint64_t seed) {
-  std::vector<uint8_t> data(size);
-  for (size_t i = 0; i < size; ++i) data[i] = static_cast<uint8_t>((i * 131 + seed * 7919) >> 3);
-  return data;
+  return smad::testing::ConnectHost(port, nqn, kHost);
 }
 
 class SmaDurabilityTest : public ::testing::Test {

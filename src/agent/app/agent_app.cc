@@ -124,7 +124,11 @@ absl::StatusOr<std::unique_ptr<AgentApp>> AgentApp::Start(const AgentConfig& con
   absl::Status crypto_init = app->crypto_->Init(config.crypto.params);
   if (!crypto_init.ok()) return absl::InvalidArgumentError(absl::StrCat("crypto.params: ", crypto_init.message()));
 
+  // Volume keys are kept sealed under a master key of the state directory (to restore crypto bdevs).
+  ASSIGN_OR_RETURN(app->secrets_, SecretBox::OpenOrCreate(config.state_dir + "/master.key"));
+
   Agent::Options agent_options;
+  agent_options.secrets = app->secrets_.get();
   agent_options.discovery_timeout = config.discovery_timeout;
   agent_options.volume_cleanup_period = config.volume_cleanup_period;
   app->agent_ = std::make_unique<Agent>(agent_options, *app->rpc_, *app->store_, std::move(enabled), *app->crypto_);

@@ -50,6 +50,7 @@ class AgentApp {
   std::vector<LoadedPlugin> plugins_;
   std::vector<DeviceManagerPtr> managers_;
   CryptoEnginePtr crypto_;
+  std::unique_ptr<SecretBox> secrets_;
   std::unique_ptr<Agent> agent_;
   std::unique_ptr<GrpcServer> grpc_;
   std::atomic<bool> stopping_{false};

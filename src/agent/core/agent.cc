@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/devices/target_errors.h"
+#include "common/uuid.h"
+#include "openssl/crypto.h"
 #include "spdlog/spdlog.h"
 
 namespace smad::agent {
@@ -20,13 +22,11 @@ RecordChange DropDevice(const std::string& handle) { return {kDeviceKind, handle
 RecordChange PutVolume(const VolumeRecord& r) { return {kVolumeKind, r.volume_id, SerializeVolume(r)}; }
 RecordChange DropVolume(const std::string& id) { return {kVolumeKind, id, std::nullopt}; }
 
-// The record of a volume about to be connected, as recorded with the intent: everything a roll-forward
-// needs is known before any target call (a local volume is exposed under its UUID alias).
-VolumeRecord NewVolumeRecord(const VolumeRequest& request) {
-  VolumeRecord record;
-  record.volume_id = request.volume_id;
-  record.bdev = request.volume_id;
-  return record;
+RecordChange PutDiscovery(const DiscoveryRecord& r) { return {kDiscoveryKind, r.name, SerializeDiscovery(r)}; }
+RecordChange DropDiscovery(const std::string& name) { return {kDiscoveryKind, name, std::nullopt}; }
+
+bool References(const VolumeRecord& v, const std::string& service) {
+  return std::find(v.discovery_services.begin(), v.discovery_services.end(), service) != v.discovery_services.end();
 }
 
 bool SameSpec(const DeviceSpec& a, const DeviceSpec& b) {
@@ -37,7 +37,12 @@ bool SameSpec(const DeviceSpec& a, const DeviceSpec& b) {
 
 Agent::Agent(Options options, TargetRpc& rpc, StateStore& store, std::vector<DeviceManager*> managers,
              CryptoEngine& crypto)
-    : options_(options), rpc_(rpc), store_(store), managers_(std::move(managers)), crypto_(crypto) {}
+    : options_(options),
+      rpc_(rpc),
+      store_(store),
+      managers_(std::move(managers)),
+      crypto_(crypto),
+      discovery_client_(rpc, options.discovery_timeout) {}
 
 Agent::~Agent() { Stop(); }
 
@@ -52,9 +57,13 @@ absl::Status Agent::Start() {
       } else if (r.kind == kVolumeKind) {
         ASSIGN_OR_RETURN(VolumeRecord v, ParseVolumeRecord(r.key, r.value));
         volumes_[v.volume_id] = std::move(v);
+      } else if (r.kind == kDiscoveryKind) {
+        ASSIGN_OR_RETURN(DiscoveryRecord d, ParseDiscoveryRecord(r.key, r.value));
+        discovery_[d.name] = std::move(d);
       }
     }
-    spdlog::info("agent: desired state has {} devices and {} volumes", devices_.size(), volumes_.size());
+    spdlog::info("agent: desired state has {} devices, {} volumes and {} discovery services", devices_.size(),
+                 volumes_.size(), discovery_.size());
     for (const auto& [handle, spec] : devices_) {
       if (ManagerForHandle(handle) == nullptr) {
         spdlog::warn("agent: device {} belongs to manager '{}', which is not enabled; it is left alone", handle,
@@ -107,6 +116,9 @@ absl::StatusOr<Agent::Op> Agent::BeginOp(const std::string& description, std::ve
       } else if (c.kind == kVolumeKind) {
         auto it = volumes_.find(c.key);
         if (it != volumes_.end()) old = SerializeVolume(it->second);
+      } else if (c.kind == kDiscoveryKind) {
+        auto it = discovery_.find(c.key);
+        if (it != discovery_.end()) old = SerializeDiscovery(it->second);
       }
       op.before.push_back({c.kind, c.key, std::move(old)});
     }
@@ -163,34 +175,159 @@ void Agent::ApplyToMemory(const std::vector<RecordChange>& changes) {
       } else if (auto v = ParseVolumeRecord(c.key, *c.value); v.ok()) {
         volumes_[c.key] = std::move(*v);
       }
+    } else if (c.kind == kDiscoveryKind) {
+      if (!c.value.has_value()) {
+        discovery_.erase(c.key);
+      } else if (auto d = ParseDiscoveryRecord(c.key, *c.value); d.ok()) {
+        discovery_[c.key] = std::move(*d);
+      }
     }
   }
 }
 
 // ---- volumes ----------------------------------------------------------------------------------------
 
-absl::Status Agent::ConnectVolume(const VolumeRequest& request, VolumeRecord& record) {
-  record.volume_id = request.volume_id;
-  record.bdev = request.volume_id;  // a local bdev, found by its UUID alias
-  if (!request.endpoints.empty()) {
-    // TODO(smad): discovery-based remote volumes (bdev_nvme_start_discovery), issue 4.
-    return absl::UnimplementedError("volume.nvmf.discovery: remote volumes are not supported yet");
-  }
-  if (request.crypto.has_value()) {
-    auto crypto_bdev = crypto_.Setup(request.volume_id, record.bdev, *request.crypto);
-    if (!crypto_bdev.ok()) return crypto_bdev.status();
-    record.crypto_engine = crypto_.name();
-    record.crypto_bdev = *crypto_bdev;
-    record.bdev = *crypto_bdev;
-  }
+absl::Status Agent::ApplyDurably(std::vector<RecordChange> changes) {
+  absl::Status applied = store_.Apply(changes);
+  if (!applied.ok()) return absl::UnavailableError(absl::StrCat("state store: ", applied.message()));
+  absl::MutexLock lock(&state_mu_);
+  ApplyToMemory(changes);
   return absl::OkStatus();
 }
 
-void Agent::DisconnectVolume(const VolumeRecord& record) {
-  if (!record.crypto_engine.empty()) {
-    absl::Status cleaned = crypto_.Cleanup(record.volume_id, record.crypto_bdev);
-    if (!cleaned.ok()) spdlog::warn("agent: crypto cleanup of volume {}: {}", record.volume_id, cleaned.ToString());
+absl::StatusOr<VolumeRecord> Agent::PlanVolume(const VolumeRequest& request) const {
+  VolumeRecord record;
+  record.volume_id = request.volume_id;
+  record.bdev = request.volume_id;  // found by its UUID alias
+  record.endpoints = request.endpoints;
+  record.subnqn = request.subnqn;
+  record.hostnqn = request.hostnqn;
+  if (request.crypto.has_value()) {
+    RETURN_IF_ERROR(crypto_.Validate(*request.crypto));
+    record.crypto_engine = crypto_.name();
+    record.crypto_bdev = Uuid::Generate().ToString();
+    record.bdev = record.crypto_bdev;
+    record.crypto_cipher = request.crypto->cipher;
+    record.crypto_tweak_mode = request.crypto->tweak_mode;
+    if (options_.secrets != nullptr) {
+      std::string keys = Json{{"key", request.crypto->key}, {"key2", request.crypto->key2}}.dump();
+      auto sealed = options_.secrets->Seal(keys, request.volume_id);
+      OPENSSL_cleanse(keys.data(), keys.size());
+      if (!sealed.ok()) return sealed.status();
+      record.crypto_sealed = *sealed;
+    }
   }
+  record.connecting = record.remote() || request.crypto.has_value();
+  return record;
+}
+
+absl::Status Agent::ConnectVolume(const VolumeRequest& request, VolumeRecord& record) {
+  if (record.remote()) {
+    // One discovery service per endpoint: a running one that serves it (directly or as a referral), else
+    // a new one, recorded before it is started.
+    absl::MutexLock discovery(&discovery_mu_);
+    record.discovery_services.clear();
+    for (const DiscoveryEndpoint& endpoint : record.endpoints) {
+      ASSIGN_OR_RETURN(std::vector<TargetDiscoveryService> running, discovery_client_.List());
+      std::optional<std::string> name = FindDiscoveryService(running, endpoint);
+      if (!name) {
+        DiscoveryRecord service{Uuid::Generate().ToString(), endpoint, record.hostnqn};
+        RETURN_IF_ERROR(ApplyDurably({PutDiscovery(service)}));
+        record.discovery_services.push_back(service.name);
+        RETURN_IF_ERROR(discovery_client_.Start(service.name, endpoint, record.hostnqn));
+        continue;
+      }
+      if (!References(record, *name)) record.discovery_services.push_back(*name);
+    }
+    // The references count from now on (other volumes' releases see them).
+    RETURN_IF_ERROR(ApplyDurably({PutVolume(record)}));
+  }
+  const CryptoParams* crypto = request.crypto.has_value() ? &*request.crypto : nullptr;
+  return FinishConnect(record, crypto, /*restore=*/false);
+}
+
+absl::Status Agent::FinishConnect(VolumeRecord& record, const CryptoParams* crypto, bool restore) {
+  if (record.remote() || !record.subnqn.empty()) {
+    auto bdevs = rpc_.Call("bdev_get_bdevs", Json{{"name", record.volume_id}, {"timeout", 1000}});
+    if (!bdevs.ok()) {
+      if (IsTransportError(bdevs.status())) return TargetFailure(bdevs.status(), "Volume lookup failed");
+      return absl::NotFoundError("Volume could not be found");
+    }
+    if (!record.subnqn.empty()) {
+      std::string subnqn;
+      if (bdevs->is_array() && !bdevs->empty()) {
+        Json nvme = (*bdevs)[0].value("driver_specific", Json::object()).value("nvme", Json::array());
+        if (nvme.is_array() && !nvme.empty() && nvme[0].is_object()) {
+          subnqn = nvme[0].value("trid", Json::object()).value("subnqn", "");
+        }
+      }
+      if (subnqn != record.subnqn) return absl::InvalidArgumentError("Unexpected subsystem NQN");
+    }
+  }
+  if (!record.crypto_bdev.empty()) {
+    if (crypto == nullptr) return absl::FailedPreconditionError("the volume's crypto key is not available");
+    if (restore) {
+      RETURN_IF_ERROR(crypto_.Restore(record.volume_id, record.volume_id, record.crypto_bdev, *crypto));
+    } else {
+      ASSIGN_OR_RETURN(std::string name,
+                       crypto_.SetupNamed(record.volume_id, record.volume_id, *crypto, record.crypto_bdev));
+      record.crypto_bdev = name;
+      record.bdev = name;
+    }
+  }
+  record.connecting = false;
+  return absl::OkStatus();
+}
+
+void Agent::CleanupCrypto(const VolumeRecord& record) {
+  if (record.crypto_bdev.empty()) return;
+  absl::Status cleaned = crypto_.Cleanup(record.volume_id, record.crypto_bdev);
+  if (!cleaned.ok()) spdlog::warn("agent: crypto cleanup of volume {}: {}", record.volume_id, cleaned.ToString());
+}
+
+void Agent::ReleaseDiscovery(const std::vector<std::string>& services) {
+  if (services.empty()) return;
+  absl::MutexLock discovery(&discovery_mu_);
+  for (const std::string& name : services) {
+    {
+      absl::MutexLock lock(&state_mu_);
+      if (!discovery_.contains(name)) continue;  // not started by smad: never stopped by it
+      bool referenced = std::any_of(volumes_.begin(), volumes_.end(),
+                                    [&name](const auto& entry) { return References(entry.second, name); });
+      if (referenced) continue;
+    }
+    absl::Status stopped = discovery_client_.Stop(name);
+    if (!stopped.ok()) {
+      spdlog::warn("agent: stopping discovery service {}: {} (the reconciler retries)", name, stopped.ToString());
+      RequestReconcile();
+      continue;
+    }
+    absl::Status dropped = ApplyDurably({DropDiscovery(name)});
+    if (!dropped.ok()) spdlog::warn("agent: forgetting discovery service {}: {}", name, dropped.ToString());
+  }
+}
+
+std::optional<CryptoParams> Agent::UnsealCrypto(const VolumeRecord& record) const {
+  if (record.crypto_sealed.empty() || options_.secrets == nullptr) return std::nullopt;
+  auto opened = options_.secrets->Open(record.crypto_sealed, record.volume_id);
+  if (!opened.ok()) {
+    spdlog::error("agent: the key of volume {} cannot be unsealed: {}", record.volume_id,
+                  StatusMessage(opened.status()));
+    return std::nullopt;
+  }
+  CryptoParams params;
+  try {
+    Json keys = Json::parse(*opened);
+    params.key = keys.value("key", "");
+    params.key2 = keys.value("key2", "");
+  } catch (const std::exception&) {
+    spdlog::error("agent: the sealed key of volume {} is malformed", record.volume_id);
+  }
+  OPENSSL_cleanse(opened->data(), opened->size());
+  if (params.key.empty()) return std::nullopt;
+  params.cipher = record.crypto_cipher;
+  params.tweak_mode = record.crypto_tweak_mode;
+  return params;
 }
 
 absl::Status Agent::VerifyVolume(const VolumeRequest& request, const VolumeRecord& record) {
@@ -286,7 +423,11 @@ absl::StatusOr<sma::CreateDeviceResponse> Agent::CreateDevice(const sma::CreateD
 
   VolumeRecord record;
   if (volume) {
-    record = tracked ? *tracked : NewVolumeRecord(*volume);
+    if (tracked) {
+      record = *tracked;
+    } else {
+      ASSIGN_OR_RETURN(record, PlanVolume(*volume));
+    }
     record.device_handle = spec.handle;
   }
   std::vector<RecordChange> changes;
@@ -300,14 +441,16 @@ absl::StatusOr<sma::CreateDeviceResponse> Agent::CreateDevice(const sma::CreateD
       absl::Status undone = manager->DeleteDevice(spec);
       if (!undone.ok()) spdlog::warn("agent: undoing the creation of {}: {}", spec.handle, undone.ToString());
     }
-    if (volume_connected) DisconnectVolume(record);
+    if (volume_connected) CleanupCrypto(record);
     AbortOp(op);
+    if (volume_connected) ReleaseDiscovery(record.discovery_services);
     return status;
   };
   if (volume && !tracked) {
+    // From here on the connection may have started services or a crypto bdev: undo them on failure.
+    volume_connected = true;
     absl::Status connected = ConnectVolume(*volume, record);
     if (!connected.ok()) return fail(connected, false);
-    volume_connected = true;
   }
   VolumeExposure exposure;
   if (volume) exposure = ExposureOf(record);
@@ -365,8 +508,13 @@ absl::Status Agent::DeleteDevice(const sma::DeleteDeviceRequest& request) {
     AbortOp(op);
     return deleted;
   }
-  for (const VolumeRecord& v : bound) DisconnectVolume(v);
+  std::vector<std::string> services;
+  for (const VolumeRecord& v : bound) {
+    CleanupCrypto(v);
+    services.insert(services.end(), v.discovery_services.begin(), v.discovery_services.end());
+  }
   CompleteOp(op);
+  ReleaseDiscovery(services);
   return absl::OkStatus();
 }
 
@@ -400,26 +548,28 @@ absl::Status Agent::AttachVolume(const sma::AttachVolumeRequest& request) {
     if (tracked->nsid != 0) return absl::OkStatus();  // already attached: an idempotent retry
   }
 
-  VolumeRecord record = tracked ? *tracked : NewVolumeRecord(volume);
+  VolumeRecord record;
+  if (tracked) {
+    record = *tracked;
+  } else {
+    ASSIGN_OR_RETURN(record, PlanVolume(volume));
+  }
   record.device_handle = spec->handle;
   ASSIGN_OR_RETURN(Op op, BeginOp(absl::StrCat("AttachVolume ", volume.volume_id, " to ", spec->handle),
                                   {PutVolume(record)}));
-  bool connected = false;
+  auto fail = [&](absl::Status status) {
+    if (!tracked) CleanupCrypto(record);
+    AbortOp(op);
+    if (!tracked) ReleaseDiscovery(record.discovery_services);
+    return status;
+  };
   if (!tracked) {
     absl::Status status = ConnectVolume(volume, record);
-    if (!status.ok()) {
-      AbortOp(op);
-      return status;
-    }
-    connected = true;
+    if (!status.ok()) return fail(status);
   }
   VolumeExposure exposure = ExposureOf(record);
   absl::Status attached = manager->AttachVolume(*spec, exposure);
-  if (!attached.ok()) {
-    if (connected) DisconnectVolume(record);
-    AbortOp(op);
-    return attached;
-  }
+  if (!attached.ok()) return fail(attached);
   record.nsid = exposure.nsid;
   CompleteOp(op, {PutVolume(record)});
   return absl::OkStatus();
@@ -455,8 +605,9 @@ absl::Status Agent::DetachVolume(const sma::DetachVolumeRequest& request) {
     AbortOp(op);
     return detached;
   }
-  DisconnectVolume(*tracked);
+  CleanupCrypto(*tracked);
   CompleteOp(op);
+  ReleaseDiscovery(tracked->discovery_services);
   return absl::OkStatus();
 }
 
@@ -606,6 +757,8 @@ absl::Status Agent::ReconcilePass() {
     }
   }
 
+  RETURN_IF_ERROR(ReconcileVolumes(pending, volumes));
+
   std::vector<RecordChange> nsid_updates;
   for (DeviceManager* m : managers_) {
     RETURN_IF_ERROR(m->BeginReconcile());
@@ -667,6 +820,98 @@ absl::Status Agent::ReconcilePass() {
   return absl::OkStatus();
 }
 
+void Agent::DropVolumeForReconcile(const VolumeRecord& volume, const std::string& why) {
+  spdlog::warn("reconcile: rolling back the unfinished connection of volume {}: {}", volume.volume_id, why);
+  CleanupCrypto(volume);
+  absl::Status dropped = ApplyDurably({DropVolume(volume.volume_id)});
+  if (!dropped.ok()) spdlog::warn("reconcile: forgetting volume {}: {}", volume.volume_id, dropped.ToString());
+}
+
+absl::Status Agent::ReconcileVolumes(const std::vector<PendingOp>& pending, std::vector<VolumeRecord>& volumes) {
+  auto wanted = [&volumes](const std::string& id) {
+    return std::any_of(volumes.begin(), volumes.end(), [&id](const VolumeRecord& v) { return v.volume_id == id; });
+  };
+  // 1. Crypto bdevs of volumes that an interrupted op was removing.
+  for (const PendingOp& op : pending) {
+    for (const RecordChange& before : op.before) {
+      if (before.kind != kVolumeKind || !before.value.has_value() || wanted(before.key)) continue;
+      auto v = ParseVolumeRecord(before.key, *before.value);
+      if (v.ok()) CleanupCrypto(*v);
+    }
+  }
+  // 2. Connections interrupted before their references were recorded never succeeded: roll them back.
+  std::vector<std::string> released;
+  for (auto it = volumes.begin(); it != volumes.end();) {
+    if (it->connecting && it->remote() && it->discovery_services.empty()) {
+      DropVolumeForReconcile(*it, "interrupted before its discovery services were recorded");
+      it = volumes.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // 3. Discovery services smad started: stop unreferenced ones, start referenced ones the target lacks.
+  std::vector<DiscoveryRecord> services;
+  {
+    absl::MutexLock lock(&state_mu_);
+    for (const auto& [name, d] : discovery_) services.push_back(d);
+  }
+  if (!services.empty()) {
+    ASSIGN_OR_RETURN(std::vector<TargetDiscoveryService> running, discovery_client_.List());
+    for (const DiscoveryRecord& d : services) {
+      bool referenced = std::any_of(volumes.begin(), volumes.end(),
+                                    [&d](const VolumeRecord& v) { return References(v, d.name); });
+      bool is_running = std::any_of(running.begin(), running.end(),
+                                    [&d](const TargetDiscoveryService& t) { return t.name == d.name; });
+      if (!referenced) {
+        spdlog::info("reconcile: stopping unreferenced discovery service {}", d.name);
+        RETURN_IF_ERROR(discovery_client_.Stop(d.name));
+        RETURN_IF_ERROR(ApplyDurably({DropDiscovery(d.name)}));
+      } else if (!is_running) {
+        spdlog::info("reconcile: restarting discovery service {} ({}:{})", d.name, d.endpoint.traddr,
+                     d.endpoint.trsvcid);
+        absl::Status started = discovery_client_.Start(d.name, d.endpoint, d.hostnqn);
+        if (IsTransportError(started)) return started;
+        // A remote that does not answer: its volumes stay unexposed, and the cleanup pass forgets them.
+        if (!started.ok()) spdlog::warn("reconcile: discovery service {}: {}", d.name, started.ToString());
+      }
+    }
+  }
+  // 4. Finish interrupted connections (roll back those that cannot be), restore crypto bdevs.
+  for (auto it = volumes.begin(); it != volumes.end();) {
+    VolumeRecord& v = *it;
+    if (!v.crypto_bdev.empty() && v.crypto_engine != crypto_.name()) {
+      spdlog::warn("reconcile: volume {} was encrypted by engine {}, but {} is configured; not restoring it",
+                   v.volume_id, v.crypto_engine, crypto_.name());
+      ++it;
+      continue;
+    }
+    std::optional<CryptoParams> crypto = UnsealCrypto(v);
+    if (v.connecting) {
+      absl::Status finished = FinishConnect(v, crypto ? &*crypto : nullptr, /*restore=*/true);
+      if (IsTransportError(finished)) return finished;
+      if (!finished.ok()) {
+        DropVolumeForReconcile(v, finished.ToString());
+        released.insert(released.end(), v.discovery_services.begin(), v.discovery_services.end());
+        it = volumes.erase(it);
+        continue;
+      }
+      RETURN_IF_ERROR(ApplyDurably({PutVolume(v)}));
+    } else if (!v.crypto_bdev.empty()) {
+      if (!crypto) {
+        spdlog::warn("reconcile: the key of encrypted volume {} is not kept; its crypto bdev is not restored",
+                     v.volume_id);
+      } else {
+        absl::Status restored = crypto_.Restore(v.volume_id, v.volume_id, v.crypto_bdev, *crypto);
+        if (IsTransportError(restored)) return restored;
+        if (!restored.ok()) spdlog::warn("reconcile: crypto of volume {}: {}", v.volume_id, restored.ToString());
+      }
+    }
+    ++it;
+  }
+  ReleaseDiscovery(released);
+  return absl::OkStatus();
+}
+
 absl::Status Agent::CleanupVolumesNow() { return CleanupPass(); }
 
 absl::Status Agent::CleanupPass() {
@@ -676,7 +921,7 @@ absl::Status Agent::CleanupPass() {
   {
     absl::MutexLock lock(&state_mu_);
     for (const auto& [id, v] : volumes_) {
-      if (!v.discovery_services.empty()) volumes.push_back(v);
+      if (!v.discovery_services.empty() && !v.connecting) volumes.push_back(v);
     }
   }
   if (volumes.empty()) return absl::OkStatus();
@@ -695,8 +940,9 @@ absl::Status Agent::CleanupPass() {
     auto op = BeginOp(absl::StrCat("cleanup of vanished volume ", v.volume_id), {DropVolume(v.volume_id)});
     if (!op.ok()) return op.status();
     spdlog::info("cleanup: volume {} vanished from the target; forgetting it", v.volume_id);
-    DisconnectVolume(v);
+    CleanupCrypto(v);
     CompleteOp(*op);
+    ReleaseDiscovery(v.discovery_services);
     counters_.volumes_cleaned++;
   }
   return absl::OkStatus();

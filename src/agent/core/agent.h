@@ -32,9 +32,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/core/crypto_engine.h"
+#include "agent/core/discovery.h"
 #include "agent/core/key_locks.h"
 #include "agent/core/volume.h"
 #include "agent/devices/device_manager.h"
+#include "agent/secrets/secret_box.h"
 #include "agent/spdk/target_rpc.h"
 #include "agent/store/state_store.h"
 #include "sma.pb.h"
@@ -49,6 +51,9 @@ class Agent {
     // Backoff between failed reconciliation passes.
     std::chrono::milliseconds reconcile_retry_min{100};
     std::chrono::milliseconds reconcile_retry_max{5000};
+    // Seals volume keys in the state store so crypto bdevs can be re-created after a target restart.
+    // Null: keys are not kept (encrypted volumes are then not restored; a warning says so).
+    const SecretBox* secrets = nullptr;
   };
 
   // `managers`: the enabled device managers in registration order (a later manager with the same
@@ -113,12 +118,32 @@ class Agent {
   void AbortOp(const Op& op);
   void ApplyToMemory(const std::vector<RecordChange>& changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
 
-  // Volume connection (discovery, crypto): fills in record.bdev; on error undoes its own steps.
+  // Volumes (SMA's volume manager). A new remote or encrypted volume is connected in steps whose names are
+  // recorded before the target sees them, so a crash leaves nothing the reconciler cannot finish or undo:
+  //   PlanVolume (validation, sealed key, planned crypto bdev name; no target call) -> the op's intent ->
+  //   ConnectVolume (discovery services, each recorded before it is started; the volume's references
+  //   recorded; FinishConnect) -> exposure -> completion.
+  absl::StatusOr<VolumeRecord> PlanVolume(const VolumeRequest& request) const;
+  // On failure `record` still names what was started; the caller aborts its op, then calls CleanupCrypto
+  // and ReleaseDiscovery.
   absl::Status ConnectVolume(const VolumeRequest& request, VolumeRecord& record);
-  // Undoes ConnectVolume (crypto cleanup, discovery release). Errors are logged.
-  void DisconnectVolume(const VolumeRecord& record);
+  // The bdev check ("Volume could not be found"), the subsystem NQN check and the crypto bdev (Setup, or
+  // Restore when `restore`).
+  absl::Status FinishConnect(VolumeRecord& record, const CryptoParams* crypto, bool restore);
+  // Removes the volume's crypto bdev; errors are logged.
+  void CleanupCrypto(const VolumeRecord& record);
+  // Stops each of `services` that smad started and no volume of the desired state references any more.
+  // Errors are logged (the reconciler retries).
+  void ReleaseDiscovery(const std::vector<std::string>& services) ABSL_LOCKS_EXCLUDED(discovery_mu_);
   // Checks a request for an already tracked volume against it.
   absl::Status VerifyVolume(const VolumeRequest& request, const VolumeRecord& record);
+  std::optional<CryptoParams> UnsealCrypto(const VolumeRecord& record) const;
+  // Durable changes outside an op (discovery records, a volume's references).
+  absl::Status ApplyDurably(std::vector<RecordChange> changes);
+  // Reconciliation of volumes: crypto bdevs of removed volumes, interrupted connections, discovery
+  // services (stop unreferenced, start missing), crypto bdevs. Updates `volumes` (dropped ones removed).
+  absl::Status ReconcileVolumes(const std::vector<PendingOp>& pending, std::vector<VolumeRecord>& volumes);
+  void DropVolumeForReconcile(const VolumeRecord& volume, const std::string& why);
 
   // Waits until no reconciliation pass is running and the first pass has been tried.
   void WaitUntilReady();
@@ -140,6 +165,12 @@ class Agent {
   mutable absl::Mutex state_mu_;
   absl::btree_map<std::string, DeviceSpec> devices_ ABSL_GUARDED_BY(state_mu_);
   absl::btree_map<std::string, VolumeRecord> volumes_ ABSL_GUARDED_BY(state_mu_);
+  absl::btree_map<std::string, DiscoveryRecord> discovery_ ABSL_GUARDED_BY(state_mu_);  // started by smad
+
+  // Serialises decisions about discovery services (find or start, reference, release). Taken after any
+  // KeyLocks keys, before state_mu_.
+  absl::Mutex discovery_mu_;
+  DiscoveryClient discovery_client_;
 
   // Background thread.
   absl::Mutex bg_mu_;

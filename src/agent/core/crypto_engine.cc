@@ -6,6 +6,9 @@ namespace {
 class NopCryptoEngine : public CryptoEngine {
  public:
   const std::string& name() const override { return name_; }
+  absl::Status Validate(const CryptoParams&) const override {
+    return absl::InvalidArgumentError("Crypto is disabled");
+  }
   absl::StatusOr<std::string> Setup(const std::string&, const std::string&, const CryptoParams&) override {
     return absl::InvalidArgumentError("Crypto is disabled");
   }

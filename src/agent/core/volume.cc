@@ -88,13 +88,35 @@ absl::StatusOr<VolumeRequest> ParseVolumeRequest(const sma::VolumeParameters& pa
   return request;
 }
 
+namespace {
+
+Json EndpointJson(const DiscoveryEndpoint& e) {
+  return Json{{"trtype", e.trtype}, {"adrfam", e.adrfam}, {"traddr", e.traddr}, {"trsvcid", e.trsvcid}};
+}
+
+DiscoveryEndpoint EndpointFromJson(const Json& j) {
+  return DiscoveryEndpoint{j.at("trtype").get<std::string>(), j.at("adrfam").get<std::string>(),
+                           j.at("traddr").get<std::string>(), j.at("trsvcid").get<std::string>()};
+}
+
+}  // namespace
+
 std::string SerializeVolume(const VolumeRecord& r) {
   Json j = {{"device", r.device_handle}, {"bdev", r.bdev}, {"nsid", r.nsid}};
-  if (!r.discovery_services.empty()) {
-    j["discovery"] = r.discovery_services;
-    j["hostnqn"] = r.hostnqn;
+  if (r.connecting) j["connecting"] = true;
+  if (!r.endpoints.empty()) {
+    Json endpoints = Json::array();
+    for (const DiscoveryEndpoint& e : r.endpoints) endpoints.push_back(EndpointJson(e));
+    j["endpoints"] = std::move(endpoints);
   }
-  if (!r.crypto_engine.empty()) j["crypto"] = {{"engine", r.crypto_engine}, {"bdev", r.crypto_bdev}};
+  if (!r.subnqn.empty()) j["subnqn"] = r.subnqn;
+  if (!r.discovery_services.empty()) j["discovery"] = r.discovery_services;
+  if (!r.hostnqn.empty()) j["hostnqn"] = r.hostnqn;
+  if (!r.crypto_engine.empty()) {
+    j["crypto"] = {{"engine", r.crypto_engine}, {"bdev", r.crypto_bdev}, {"cipher", r.crypto_cipher},
+                   {"tweak_mode", r.crypto_tweak_mode}};
+    if (!r.crypto_sealed.empty()) j["crypto"]["sealed"] = r.crypto_sealed;
+  }
   if (r.qos.has_value()) j["qos"] = QosJson(*r.qos);
   return j.dump();
 }
@@ -108,18 +130,40 @@ absl::StatusOr<VolumeRecord> ParseVolumeRecord(const std::string& key, const std
     r.bdev = j.value("bdev", "");
     if (r.bdev.empty()) r.bdev = key;  // a local volume is exposed under its UUID
     r.nsid = j.value("nsid", 0u);
-    if (j.contains("discovery")) {
-      r.discovery_services = j["discovery"].get<std::vector<std::string>>();
-      r.hostnqn = j.value("hostnqn", "");
+    r.connecting = j.value("connecting", false);
+    if (j.contains("endpoints")) {
+      for (const Json& e : j["endpoints"]) r.endpoints.push_back(EndpointFromJson(e));
     }
+    r.subnqn = j.value("subnqn", "");
+    if (j.contains("discovery")) r.discovery_services = j["discovery"].get<std::vector<std::string>>();
+    r.hostnqn = j.value("hostnqn", "");
     if (j.contains("crypto")) {
-      r.crypto_engine = j["crypto"].at("engine").get<std::string>();
-      r.crypto_bdev = j["crypto"].at("bdev").get<std::string>();
+      const Json& c = j["crypto"];
+      r.crypto_engine = c.at("engine").get<std::string>();
+      r.crypto_bdev = c.at("bdev").get<std::string>();
+      r.crypto_cipher = c.value("cipher", 0);
+      r.crypto_tweak_mode = c.value("tweak_mode", 0);
+      r.crypto_sealed = c.value("sealed", "");
     }
     if (j.contains("qos")) r.qos = QosFromJson(j["qos"]);
     return r;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat("volume record ", key, ": ", e.what()));
+  }
+}
+
+std::string SerializeDiscovery(const DiscoveryRecord& r) {
+  Json j = EndpointJson(r.endpoint);
+  j["hostnqn"] = r.hostnqn;
+  return j.dump();
+}
+
+absl::StatusOr<DiscoveryRecord> ParseDiscoveryRecord(const std::string& key, const std::string& json) {
+  try {
+    Json j = Json::parse(json);
+    return DiscoveryRecord{key, EndpointFromJson(j), j.value("hostnqn", "")};
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat("discovery record ", key, ": ", e.what()));
   }
 }
 

@@ -39,11 +39,28 @@ struct VolumeRecord {
   std::string device_handle;                   // the device exposing it
   std::string bdev;                            // the bdev exposed (volume UUID or crypto bdev)
   uint32_t nsid = 0;                           // where it is exposed (0: not yet)
+  // True from the intent of a remote or encrypted volume's first connection until the call completes;
+  // the reconciler finishes (or rolls back) such a connection.
+  bool connecting = false;
+  std::vector<DiscoveryEndpoint> endpoints;    // as requested (remote volumes)
+  std::string subnqn;                          // as requested: the remote subsystem it must come from
   std::vector<std::string> discovery_services; // names of the discovery services it holds a reference on
   std::string hostnqn;                         // the discovery services' host NQN
   std::string crypto_engine;                   // engine that set up crypto ("" = none)
-  std::string crypto_bdev;
+  std::string crypto_bdev;                     // the crypto bdev's name, recorded before it is created
+  int crypto_cipher = 0;
+  int crypto_tweak_mode = 0;
+  std::string crypto_sealed;                   // key and key2, sealed by SecretBox ("" = not kept)
   std::optional<QosLimits> qos;                // limits set through SetQos
+  bool remote() const { return !endpoints.empty(); }
+};
+
+// A discovery service smad started on the target (it stops only those). Its reference count is the
+// number of volumes in the desired state that name it.
+struct DiscoveryRecord {
+  std::string name;
+  DiscoveryEndpoint endpoint;
+  std::string hostnqn;
 };
 
 // Parses 16 bytes into the canonical UUID. InvalidArgument "Invalid volume ID" otherwise.
@@ -54,11 +71,14 @@ absl::StatusOr<VolumeRequest> ParseVolumeRequest(const sma::VolumeParameters& pa
 
 std::string SerializeVolume(const VolumeRecord& record);
 absl::StatusOr<VolumeRecord> ParseVolumeRecord(const std::string& key, const std::string& json);
+std::string SerializeDiscovery(const DiscoveryRecord& record);
+absl::StatusOr<DiscoveryRecord> ParseDiscoveryRecord(const std::string& key, const std::string& json);
 std::string SerializeDevice(const DeviceSpec& spec);
 absl::StatusOr<DeviceSpec> ParseDeviceRecord(const std::string& key, const std::string& json);
 
 inline constexpr char kDeviceKind[] = "device";
 inline constexpr char kVolumeKind[] = "volume";
+inline constexpr char kDiscoveryKind[] = "discovery";
 
 VolumeExposure ExposureOf(const VolumeRecord& record);
 

@@ -1,6 +1,7 @@
 #include "agent/plugin/registry.h"
 
 #include "absl/strings/str_cat.h"
+#include "agent/core/bdev_crypto_engine.h"
 #include "agent/devices/nvmf_tcp.h"
 #include "agent/devices/vfiouser.h"
 #include "agent/devices/vhost_blk.h"
@@ -42,6 +43,7 @@ void RegisterBuiltins(Registry& registry) {
       .AddDeviceManager("vhost_blk", [](TargetRpc& rpc) { return std::make_unique<VhostBlkDeviceManager>(rpc); })
       .IgnoreError();
   registry.AddCryptoEngine("nop", [](TargetRpc&) { return MakeNopCryptoEngine(); }).IgnoreError();
+  registry.AddCryptoEngine("bdev_crypto", [](TargetRpc& rpc) { return MakeBdevCryptoEngine(rpc); }).IgnoreError();
 }
 
 }  // namespace smad::agent

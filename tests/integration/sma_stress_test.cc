@@ -218,7 +218,7 @@ TEST_F(SmaStressTest, SixteenConcurrentClientsAgreeWithTheFinalState) {
   std::vector<std::string> failures(kClients);
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
-      SmaClient client(smad_->Stub());
+      SmaClient client(smad_->Stub(), /*wait_for_ready=*/true);
       std::mt19937 rng(1000 + c);
       Model& m = models[c];
       // Devices visible to this client: shared 0..3 (always present after the first create) and its own

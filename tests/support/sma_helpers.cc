@@ -18,13 +18,12 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-namespace {
-std::unique_ptr<grpc::ClientContext> Context() {
+std::unique_ptr<grpc::ClientContext> SmaClient::Context() const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  context->set_wait_for_ready(wait_for_ready_);
   return context;
 }
-}  // namespace
 
 absl::StatusOr<std::string> SmaClient::CreateDevice(const sma::CreateDeviceRequest& request) {
   sma::CreateDeviceResponse response;

@@ -25,7 +25,10 @@ absl::Status FromGrpc(const grpc::Status& status);
 // Thin synchronous SMA client with a per-call deadline.
 class SmaClient {
  public:
-  explicit SmaClient(std::unique_ptr<sma::StorageManagementAgent::Stub> stub) : stub_(std::move(stub)) {}
+  // `wait_for_ready`: calls wait (up to their 60 s deadline) while the channel cannot connect, instead of
+  // failing at once with UNAVAILABLE; for load tests where a transient connect failure is not the point.
+  explicit SmaClient(std::unique_ptr<sma::StorageManagementAgent::Stub> stub, bool wait_for_ready = false)
+      : stub_(std::move(stub)), wait_for_ready_(wait_for_ready) {}
   absl::StatusOr<std::string> CreateDevice(const sma::CreateDeviceRequest& request);
   absl::Status DeleteDevice(const std::string& handle);
   absl::Status AttachVolume(const sma::AttachVolumeRequest& request);
@@ -36,7 +39,9 @@ class SmaClient {
   sma::StorageManagementAgent::Stub& stub() { return *stub_; }
 
  private:
+  std::unique_ptr<grpc::ClientContext> Context() const;
   std::unique_ptr<sma::StorageManagementAgent::Stub> stub_;
+  bool wait_for_ready_ = false;
 };
 
 // sma.CreateDeviceRequest for an nvmf_tcp device on 127.0.0.1:`port`.

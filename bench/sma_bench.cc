@@ -6,11 +6,14 @@
 // devices. Usage: sma_bench [--devices N] [--state-sync full|normal]
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -43,6 +46,35 @@ long MemoryKiB(pid_t pid, const char* file, const std::string& field) {
 }
 
 long RssKiB(pid_t pid) { return MemoryKiB(pid, "status", "VmRSS"); }
+
+// User + system CPU time a process has used so far, in microseconds (clock-tick resolution).
+double CpuMicros(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t after_comm = stat.rfind(')');
+  if (after_comm == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(after_comm + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
+  }
+  return ticks * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU used by smad and by its smad-tgt over an interval.
+struct CpuMeter {
+  pid_t smad, tgt;
+  double smad_start, tgt_start;
+  CpuMeter(pid_t smad_pid, pid_t tgt_pid)
+      : smad(smad_pid), tgt(tgt_pid), smad_start(CpuMicros(smad_pid)), tgt_start(CpuMicros(tgt_pid)) {}
+  std::string PerOp(int ops) const {
+    char text[120];
+    std::snprintf(text, sizeof(text), "CPU per device (provision + deprovision): smad %.0f us, smad-tgt %.0f us",
+                  (CpuMicros(smad) - smad_start) / ops, (CpuMicros(tgt) - tgt_start) / ops);
+    return text;
+  }
+};
 
 // RSS, the part of it that is shared library pages, and what is private to smad (anonymous memory).
 std::string Memory(pid_t pid) {
@@ -133,11 +165,26 @@ int main(int argc, char** argv) {
               [] { std::ifstream f("/proc/loadavg"); std::string s; std::getline(f, s); return s + "\n"; }().c_str());
   std::printf("smad idle: %s\n", memory_idle.c_str());
 
+  const pid_t tgt_pid = smad.TgtPid();
+  {
+    // What gRPC alone costs: a call smad answers without the target or the state store.
+    smad::testing::SmaClient client(smad.Stub());
+    LatencyHistogram noop;
+    for (int i = 0; i < 2200; ++i) {
+      auto t0 = Clock::now();
+      if (!client.GetQosCapabilities(sma::DEVICE_TYPE_NVMF_TCP).ok()) return 1;
+      if (i >= 200) noop.Record(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+    }
+    std::printf("gRPC round trip without target work (GetQosCapabilities, 2000 calls): p50 %.0f us p99 %.0f us\n",
+                double(noop.Percentile(0.5)), double(noop.Percentile(0.99)));
+  }
+
   for (int clients : {1, 16}) {
     // The floor: direct JSON-RPC, one connection per client.
     std::vector<smad::jsonrpc::BlockingClient> conns;
     for (int c = 0; c < clients; ++c) conns.push_back(*smad::jsonrpc::BlockingClient::Connect(smad.tgt_socket()));
     auto nqn = [](int i) { return absl::StrCat("nqn.2016-06.io.spdk:bench", i); };
+    CpuMeter floor_cpu(smad.pid(), tgt_pid);
     Phase floor = Run(
         devices, clients,
         [&](int c, int i) {
@@ -157,10 +204,12 @@ int main(int argc, char** argv) {
                  rpc.Call("nvmf_delete_subsystem", {{"nqn", nqn(i)}}).ok();
         });
     Print("direct", clients, devices, floor);
+    std::printf("       %s\n", floor_cpu.PerOp(devices).c_str());
 
     std::vector<std::unique_ptr<smad::testing::SmaClient>> sma;
     for (int c = 0; c < clients; ++c) sma.push_back(std::make_unique<smad::testing::SmaClient>(smad.Stub()));
     std::string memory_full;
+    CpuMeter through_cpu(smad.pid(), tgt_pid);
     Phase through = Run(
         devices, clients,
         [&](int c, int i) {
@@ -173,6 +222,7 @@ int main(int argc, char** argv) {
           return sma[c]->DetachVolume(handle, uuids[i]).ok() && sma[c]->DeleteDevice(handle).ok();
         });
     Print("smad", clients, devices, through);
+    std::printf("       %s\n", through_cpu.PerOp(devices).c_str());
     std::printf("smad overhead over direct: provision %+.0f%%, deprovision %+.0f%% (wall time)\nsmad with %d devices: %s\n\n",
                 100.0 * (through.provision_seconds / floor.provision_seconds - 1),
                 100.0 * (through.deprovision_seconds / floor.deprovision_seconds - 1), devices, memory_full.c_str());

@@ -2,14 +2,15 @@
 //
 // Every transaction commits with synchronous=NORMAL: its WAL frames reach the OS (so it survives a crash
 // of the process) but are not fsynced. A caller that needs durability then waits for a "sync round": the
-// first waiter becomes the leader, lets the writers already queued for the connection add their commits,
-// and makes everything written so far durable with one tiny synchronous=FULL commit (an fsync of the WAL
-// covers every earlier frame). Writers that arrive during the fsync wait for the next round.
+// first waiter becomes the leader and syncs the WAL file through SQLite's VFS, which makes every frame
+// written before it durable. The sync runs outside the connection's mutex, so writers keep committing
+// during it; whoever committed meanwhile is covered by the next round. Statements are prepared once.
 
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -37,7 +38,8 @@ namespace {
 
 constexpr int kSchemaVersion = 1;
 
-// Version 1. `sync_epoch` holds the row that sync rounds update; AUTOINCREMENT keeps op ids from being
+// Version 1. `sync_epoch` is no longer written (sync rounds used to update it; they now sync the WAL
+// file directly) and is kept so the schema stays version 1. AUTOINCREMENT keeps op ids from being
 // reused after the newest op row is deleted.
 constexpr char kSchemaV1[] = R"sql(
   CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -48,9 +50,6 @@ constexpr char kSchemaV1[] = R"sql(
   INSERT INTO sync_epoch VALUES (0, 0);
   PRAGMA user_version = 1;
 )sql";
-
-// How long a sync leader waits for writers queued on the connection before it syncs anyway.
-constexpr absl::Duration kMaxGroupDelay = absl::Milliseconds(2);
 
 absl::Status SqliteError(sqlite3* db, int rc, absl::string_view context) {
   std::string message = absl::StrCat(context, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
@@ -64,7 +63,8 @@ class Statement {
  public:
   static absl::StatusOr<Statement> Prepare(sqlite3* db, absl::string_view sql) {
     sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+    int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
+                                nullptr);
     if (rc != SQLITE_OK) return SqliteError(db, rc, absl::StrCat("preparing \"", sql, "\""));
     return Statement(db, stmt);
   }
@@ -92,12 +92,12 @@ class Statement {
   }
   // Steps to completion, then resets the statement for new bindings.
   absl::Status Run() {
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, Step());
-      if (!row) break;
-    }
-    Reset();
-    return absl::OkStatus();
+    absl::StatusOr<bool> row;
+    do {
+      row = Step();
+    } while (row.ok() && *row);
+    Reset();  // also after a failure: cached statements are used again
+    return row.status();
   }
   void Reset() {
     sqlite3_reset(stmt_);
@@ -136,6 +136,27 @@ absl::Status Transaction(sqlite3* db, absl::FunctionRef<absl::Status()> body) {
   if (!status.ok() && !sqlite3_get_autocommit(db)) Exec(db, "ROLLBACK").IgnoreError();
   return status;
 }
+
+// The statements a store runs on every write, prepared once per connection.
+struct PreparedStatements {
+  static absl::StatusOr<std::unique_ptr<PreparedStatements>> Prepare(sqlite3* db) {
+    ASSIGN_OR_RETURN(Statement begin, Statement::Prepare(db, "BEGIN IMMEDIATE"));
+    ASSIGN_OR_RETURN(Statement commit, Statement::Prepare(db, "COMMIT"));
+    ASSIGN_OR_RETURN(Statement rollback, Statement::Prepare(db, "ROLLBACK"));
+    ASSIGN_OR_RETURN(Statement select_value, Statement::Prepare(db, "SELECT value FROM records WHERE kind = ? AND key = ?"));
+    ASSIGN_OR_RETURN(Statement upsert,
+                     Statement::Prepare(db, "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)"));
+    ASSIGN_OR_RETURN(Statement remove, Statement::Prepare(db, "DELETE FROM records WHERE kind = ? AND key = ?"));
+    ASSIGN_OR_RETURN(Statement insert_op,
+                     Statement::Prepare(db, "INSERT INTO ops (description, before, after) VALUES (?, ?, ?)"));
+    ASSIGN_OR_RETURN(Statement select_op_before, Statement::Prepare(db, "SELECT before FROM ops WHERE id = ?"));
+    ASSIGN_OR_RETURN(Statement delete_op, Statement::Prepare(db, "DELETE FROM ops WHERE id = ?"));
+    return std::unique_ptr<PreparedStatements>(new PreparedStatements{
+        std::move(begin), std::move(commit), std::move(rollback), std::move(select_value), std::move(upsert),
+        std::move(remove), std::move(insert_op), std::move(select_op_before), std::move(delete_op)});
+  }
+  Statement begin, commit, rollback, select_value, upsert, remove, insert_op, select_op_before, delete_op;
+};
 
 // Images are stored as JSON arrays of {"kind", "key", "value"} (value null: absent).
 // InvalidArgument for duplicate records and for text that is not UTF-8.
@@ -181,8 +202,12 @@ absl::StatusOr<std::vector<RecordChange>> DecodeImage(const std::string& text) {
 
 class SqliteStateStore final : public StateStore {
  public:
-  SqliteStateStore(sqlite3* db, Options options) : db_(db), options_(std::move(options)) {}
-  ~SqliteStateStore() override { sqlite3_close_v2(db_); }
+  SqliteStateStore(sqlite3* db, std::unique_ptr<PreparedStatements> statements, Options options)
+      : db_(db), statements_(std::move(statements)), options_(std::move(options)) {}
+  ~SqliteStateStore() override {
+    statements_.reset();  // finalized before the connection closes
+    sqlite3_close_v2(db_);
+  }
   SqliteStateStore(const SqliteStateStore&) = delete;
   SqliteStateStore& operator=(const SqliteStateStore&) = delete;
 
@@ -207,9 +232,7 @@ class SqliteStateStore final : public StateStore {
       ASSIGN_OR_RETURN(std::vector<RecordChange> before_changes, ReadBeforeImage(changes));
       ASSIGN_OR_RETURN(std::string before, EncodeImage(before_changes));
       RETURN_IF_ERROR(ApplyLocked(changes));
-      ASSIGN_OR_RETURN(Statement insert,
-                       Statement::Prepare(db_, "INSERT INTO ops (description, before, after) VALUES (?, ?, ?)"));
-      RETURN_IF_ERROR(insert.Bind(1, description).Bind(2, before).Bind(3, after).Run());
+      RETURN_IF_ERROR(statements_->insert_op.Bind(1, description).Bind(2, before).Bind(3, after).Run());
       id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
       return absl::OkStatus();
     }));
@@ -228,10 +251,13 @@ class SqliteStateStore final : public StateStore {
 
   absl::Status AbortOp(uint64_t id) override ABSL_LOCKS_EXCLUDED(mu_) {
     return Write(/*synced=*/true, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      ASSIGN_OR_RETURN(Statement select, Statement::Prepare(db_, "SELECT before FROM ops WHERE id = ?"));
-      ASSIGN_OR_RETURN(bool found, select.Bind(1, static_cast<int64_t>(id)).Step());
-      if (!found) return absl::NotFoundError(absl::StrCat("no pending op ", id));
-      absl::StatusOr<std::vector<RecordChange>> before = DecodeImage(select.Text(0));
+      Statement& select = statements_->select_op_before;
+      absl::StatusOr<bool> found = select.Bind(1, static_cast<int64_t>(id)).Step();
+      std::string image = found.ok() && *found ? select.Text(0) : std::string();
+      select.Reset();
+      if (!found.ok()) return found.status();
+      if (!*found) return absl::NotFoundError(absl::StrCat("no pending op ", id));
+      absl::StatusOr<std::vector<RecordChange>> before = DecodeImage(image);
       if (!before.ok()) return absl::DataLossError(absl::StrCat("op ", id, ": ", before.status().message()));
       RETURN_IF_ERROR(ApplyLocked(*before));
       return DeleteOpLocked(id);
@@ -272,69 +298,87 @@ class SqliteStateStore final : public StateStore {
  private:
   // Runs `body` in a write transaction (rolled back if it fails). When `synced` (and options_.fsync), returns
   // only once the commit is durable.
-  absl::Status Write(bool synced, absl::FunctionRef<absl::Status()> body) ABSL_LOCKS_EXCLUDED(mu_) {
-    writers_queued_.fetch_add(1, std::memory_order_relaxed);
-    absl::MutexLock lock(&mu_);
-    writers_queued_.fetch_sub(1, std::memory_order_relaxed);
-    RETURN_IF_ERROR(Transaction(db_, body));
+  absl::Status Write(bool synced, absl::FunctionRef<absl::Status()> body) ABSL_LOCKS_EXCLUDED(mu_, sync_mu_) {
+    uint64_t seq = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      RETURN_IF_ERROR(TransactionLocked(body));
+      seq = written_seq_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    }
     if (!synced) return absl::OkStatus();
     synced_commits_.fetch_add(1, std::memory_order_relaxed);
     if (!options_.fsync) return absl::OkStatus();
-    return WaitDurable(++written_seq_);
+    return WaitDurable(seq);
+  }
+
+  absl::Status TransactionLocked(absl::FunctionRef<absl::Status()> body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    RETURN_IF_ERROR(statements_->begin.Run());
+    absl::Status status = body();
+    if (status.ok()) status = statements_->commit.Run();
+    if (!status.ok() && !sqlite3_get_autocommit(db_)) statements_->rollback.Run().IgnoreError();
+    return status;
   }
 
   // Returns once the commit numbered `seq` is durable, leading a sync round if none is running.
-  absl::Status WaitDurable(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status WaitDurable(uint64_t seq) ABSL_LOCKS_EXCLUDED(mu_, sync_mu_) {
+    absl::MutexLock lock(&sync_mu_);
     while (durable_seq_ < seq) {
       if (sync_running_) {
-        auto done_or_leaderless = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        auto done_or_leaderless = [this, seq]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(sync_mu_) {
           return durable_seq_ >= seq || !sync_running_;
         };
-        mu_.Await(absl::Condition(&done_or_leaderless));
+        sync_mu_.Await(absl::Condition(&done_or_leaderless));
         continue;
       }
       sync_running_ = true;
-      // Writers blocked on mu_ decrement writers_queued_ while holding it, so this condition is re-evaluated
-      // when they release it; the timeout bounds the wait under a steady stream of writers.
-      auto nobody_queued = [this] { return writers_queued_.load(std::memory_order_relaxed) == 0; };
-      mu_.AwaitWithTimeout(absl::Condition(&nobody_queued), kMaxGroupDelay);
-      const uint64_t target = written_seq_;
+      // Every commit numbered up to `target` has written its WAL frames.
+      const uint64_t target = written_seq_.load(std::memory_order_acquire);
+      sync_mu_.Unlock();
       absl::Status status = SyncWal();
+      sync_mu_.Lock();
       sync_running_ = false;
       // On failure, followers retry as leaders of a new round.
       RETURN_IF_ERROR(status);
-      durable_seq_ = target;
+      durable_seq_ = std::max(durable_seq_, target);
     }
     return absl::OkStatus();
   }
 
-  // Makes every commit written so far durable: a synchronous=FULL commit fsyncs the WAL.
-  absl::Status SyncWal() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    RETURN_IF_ERROR(Exec(db_, "PRAGMA synchronous = FULL"));
-    absl::Status status = Exec(db_, "UPDATE sync_epoch SET epoch = epoch + 1");
-    absl::Status restored = Exec(db_, "PRAGMA synchronous = NORMAL");
-    RETURN_IF_ERROR(status);
-    RETURN_IF_ERROR(restored);
+  // Makes every WAL frame written so far durable: an fsync of the WAL file through SQLite's VFS (the
+  // file object lives as long as the connection). Runs without mu_: writers append meanwhile.
+  absl::Status SyncWal() ABSL_LOCKS_EXCLUDED(mu_) {
+    sqlite3_file* wal = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      int rc = sqlite3_file_control(db_, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+      if (rc != SQLITE_OK || wal == nullptr || wal->pMethods == nullptr) {
+        return absl::InternalError("syncing the state database: its WAL file is not open");
+      }
+    }
+    int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    if (rc != SQLITE_OK) return SqliteError(nullptr, rc, "syncing the state database's WAL");
     fsyncs_.fetch_add(1, std::memory_order_relaxed);
     return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<RecordChange>> ReadBeforeImage(const std::vector<RecordChange>& changes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ASSIGN_OR_RETURN(Statement select, Statement::Prepare(db_, "SELECT value FROM records WHERE kind = ? AND key = ?"));
+    Statement& select = statements_->select_value;
     std::vector<RecordChange> before;
     for (const RecordChange& change : changes) {
-      ASSIGN_OR_RETURN(bool found, select.Bind(1, change.kind).Bind(2, change.key).Step());
-      before.push_back({change.kind, change.key, found ? std::optional<std::string>(select.Text(0)) : std::nullopt});
+      absl::StatusOr<bool> found = select.Bind(1, change.kind).Bind(2, change.key).Step();
+      if (found.ok()) {
+        before.push_back({change.kind, change.key, *found ? std::optional<std::string>(select.Text(0)) : std::nullopt});
+      }
       select.Reset();
+      if (!found.ok()) return found.status();
     }
     return before;
   }
 
   absl::Status ApplyLocked(const std::vector<RecordChange>& changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ASSIGN_OR_RETURN(Statement upsert,
-                     Statement::Prepare(db_, "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)"));
-    ASSIGN_OR_RETURN(Statement remove, Statement::Prepare(db_, "DELETE FROM records WHERE kind = ? AND key = ?"));
+    Statement& upsert = statements_->upsert;
+    Statement& remove = statements_->remove;
     for (const RecordChange& change : changes) {
       if (change.value) {
         RETURN_IF_ERROR(upsert.Bind(1, change.kind).Bind(2, change.key).Bind(3, *change.value).Run());
@@ -346,20 +390,20 @@ class SqliteStateStore final : public StateStore {
   }
 
   absl::Status DeleteOpLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    ASSIGN_OR_RETURN(Statement remove, Statement::Prepare(db_, "DELETE FROM ops WHERE id = ?"));
-    RETURN_IF_ERROR(remove.Bind(1, static_cast<int64_t>(id)).Run());
+    RETURN_IF_ERROR(statements_->delete_op.Bind(1, static_cast<int64_t>(id)).Run());
     if (sqlite3_changes(db_) == 0) return absl::NotFoundError(absl::StrCat("no pending op ", id));
     return absl::OkStatus();
   }
 
-  absl::Mutex mu_;
+  absl::Mutex mu_;  // the connection
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  std::unique_ptr<PreparedStatements> statements_ ABSL_PT_GUARDED_BY(mu_);
   const Options options_;
-  // Group commit: commits needing durability are numbered; those up to durable_seq_ are durable.
-  uint64_t written_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t durable_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  bool sync_running_ ABSL_GUARDED_BY(mu_) = false;  // a leader is running a sync round
-  std::atomic<int> writers_queued_{0};              // Write() callers waiting for mu_
+  // Group commit: commits are numbered when written (under mu_); those up to durable_seq_ are durable.
+  std::atomic<uint64_t> written_seq_{0};
+  absl::Mutex sync_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  uint64_t durable_seq_ ABSL_GUARDED_BY(sync_mu_) = 0;
+  bool sync_running_ ABSL_GUARDED_BY(sync_mu_) = false;  // a leader is running a sync round
   std::atomic<uint64_t> synced_commits_{0};
   std::atomic<uint64_t> fsyncs_{0};
 };
@@ -428,11 +472,13 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
                            options.vfs_name.empty() ? nullptr : options.vfs_name.c_str());
   absl::Status status = rc == SQLITE_OK ? Initialize(db, path)
                                         : SqliteError(db, rc, absl::StrCat("opening state database ", path));
-  if (!status.ok()) {
+  absl::StatusOr<std::unique_ptr<PreparedStatements>> statements =
+      status.ok() ? PreparedStatements::Prepare(db) : status;
+  if (!statements.ok()) {
     sqlite3_close_v2(db);
-    return status;
+    return statements.status();
   }
-  return std::make_unique<SqliteStateStore>(db, std::move(options));
+  return std::make_unique<SqliteStateStore>(db, *std::move(statements), std::move(options));
 }
 
 }  // namespace smad::agent

@@ -58,13 +58,21 @@ class StreamClient final : public SpdkClient {
   absl::Status WaitForConnectionAndSlot(absl::string_view method, Deadline deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLocked(std::string request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for `waiter`'s answer until `deadline`, reading the socket itself while nobody else does.
+  // False on timeout.
+  bool AwaitAnswer(Waiter& waiter, Deadline deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives the reader role to a waiting caller when nobody holds it.
+  void HandOffReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Wake();
 
   // I/O thread.
   void Run();
   void ConnectOrWait();
   void ServeConnection();
-  // Reads what the socket has and delivers the answers. A non-OK status means the connection is over.
+  // Takes the reader role (waiting for a caller holding it to finish) and returns with it.
+  void TakeReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Holder of the reader role only, without mu_: reads what the socket has and delivers the answers.
+  // A non-OK status means the connection is over.
   absl::Status ReadAnswers();
   absl::Status DeliverLocked(SpdkAnswer answer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -96,7 +104,11 @@ class StreamClient final : public SpdkClient {
   // Request bytes given to the connection, and written to the socket, since it was established.
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t written_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status send_error_ ABSL_GUARDED_BY(mu_);  // a caller's send failed: the connection is broken
+  // A caller's send or read failed: the connection is broken and the I/O thread drops it.
+  absl::Status send_error_ ABSL_GUARDED_BY(mu_);
+  // Someone (a caller, or the I/O thread on hang-up) is reading the socket; the fd stays open meanwhile.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar reading_done_;
   // Connection attempts: callers ask for one at once; otherwise the I/O thread retries at next_connect_.
   bool connect_requested_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t connect_attempts_ ABSL_GUARDED_BY(mu_) = 0;
@@ -107,9 +119,11 @@ class StreamClient final : public SpdkClient {
 
   // I/O thread only.
   UniqueFd conn_;
+  bool connect_failure_logged_ = false;
+  // The holder of the reader role only (the I/O thread resets them while disconnected, when nobody
+  // can hold it).
   AnswerStream answers_;
   std::vector<char> read_buffer_;
-  bool connect_failure_logged_ = false;
 
   std::thread thread_;  // last: starts once everything above is initialised
 };
@@ -155,9 +169,10 @@ absl::StatusOr<Json> StreamClient::Call(absl::string_view method, const Json& pa
   SendLocked(std::move(request));
   const uint64_t request_end = queued_bytes_;
   while (!waiter.outcome.has_value()) {
-    if (!WaitWithDeadline(waiter.done, mu_, deadline)) {
+    if (!AwaitAnswer(waiter, deadline)) {
       waiters_.erase(id);  // a late answer will find no waiter and be dropped
       slot_freed_.SignalAll();
+      HandOffReadingLocked();
       if (written_bytes_ < request_end && send_error_.ok()) {
         // The target did not even read the request: a partly written request cannot be withdrawn, and
         // keeping the connection would let unsent bytes pile up. Start afresh.
@@ -170,6 +185,7 @@ absl::StatusOr<Json> StreamClient::Call(absl::string_view method, const Json& pa
           absl::StrCat(method, ": no answer from ", target_, " within ", timeout.count(), " ms"));
     }
   }
+  HandOffReadingLocked();
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   spdlog::debug("spdk rpc {}: <- id {} {}: {} in {} us", target_, id, waiter.method,
                 waiter.outcome->ok() ? "ok" : absl::StatusCodeToString(waiter.outcome->status().code()),
@@ -240,6 +256,44 @@ void StreamClient::SendLocked(std::string request) {
   }
 }
 
+bool StreamClient::AwaitAnswer(Waiter& waiter, Deadline deadline) {
+  if (reading_ || fd_ < 0 || !send_error_.ok()) return WaitWithDeadline(waiter.done, mu_, deadline);
+  if (Clock::now() >= deadline) return false;
+  reading_ = true;
+  const int fd = fd_;
+  mu_.Unlock();
+  pollfd pfd{fd, POLLIN, 0};
+  absl::Status status;
+  int ready = ::poll(&pfd, 1, PollTimeoutMs(deadline));
+  if (ready > 0) {
+    status = ReadAnswers();
+  } else if (ready < 0 && errno != EINTR) {
+    status = absl::UnavailableError(absl::StrCat("poll: ", ErrnoString(errno)));
+  }
+  mu_.Lock();
+  reading_ = false;
+  reading_done_.SignalAll();
+  if (!status.ok() && send_error_.ok()) {
+    send_error_ = status;
+    Wake();  // the I/O thread drops the connection and fails the waiters
+  }
+  return true;  // the caller loop re-checks its outcome and the deadline
+}
+
+void StreamClient::HandOffReadingLocked() {
+  if (reading_) return;
+  for (auto& [id, waiter] : waiters_) {
+    if (waiter->outcome.has_value()) continue;
+    waiter->done.Signal();
+    return;
+  }
+}
+
+void StreamClient::TakeReadingLocked() {
+  while (reading_) reading_done_.Wait(&mu_);
+  reading_ = true;
+}
+
 void StreamClient::Wake() {
   const uint64_t one = 1;
   // EAGAIN (counter saturated) still leaves the eventfd readable: nothing to do.
@@ -261,6 +315,8 @@ void StreamClient::Run() {
     }
   }
   absl::MutexLock lock(&mu_);
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);  // wakes a caller reading it
+  while (reading_) reading_done_.Wait(&mu_);
   fd_ = -1;
   conn_.Reset();
 }
@@ -281,6 +337,7 @@ void StreamClient::ConnectOrWait() {
     ++connect_attempts_;
     connect_done_.SignalAll();
     if (fd.ok()) {
+      answers_ = AnswerStream(options_.max_response_size);  // before callers can read the new connection
       conn_ = *std::move(fd);
       fd_ = conn_.get();
       epoch = epoch_.fetch_add(1, std::memory_order_acq_rel) + 1;
@@ -300,14 +357,15 @@ void StreamClient::ConnectOrWait() {
     }
     return;
   }
-  answers_ = AnswerStream(options_.max_response_size);
   connect_failure_logged_ = false;
   spdlog::info("spdk rpc: connected to {} (epoch {})", target_, epoch);
   Notify(true, epoch);
 }
 
 void StreamClient::ServeConnection() {
-  short events = POLLIN;
+  // Not POLLIN: callers read the answers, and an arriving answer must not wake this thread too. A
+  // poll for POLLRDHUP alone is still woken when the target hangs up.
+  short events = POLLRDHUP;
   absl::Status broken;
   {
     absl::MutexLock lock(&mu_);
@@ -330,9 +388,20 @@ void StreamClient::ServeConnection() {
     }
     if (!status.ok()) return Disconnect(status);
   }
-  if (fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+  if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) {
+    // The target hung up: deliver the answers it sent before, then drop the connection.
+    {
+      absl::MutexLock lock(&mu_);
+      TakeReadingLocked();
+    }
     absl::Status status = ReadAnswers();
-    if (!status.ok()) Disconnect(status);
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      reading_done_.SignalAll();
+    }
+    Disconnect(status.ok() ? absl::UnavailableError(absl::StrCat("connection to ", target_, " closed by the target"))
+                           : status);
   }
 }
 
@@ -421,6 +490,8 @@ void StreamClient::Disconnect(const absl::Status& reason) {
   const uint64_t epoch = epoch_.load(std::memory_order_acquire);
   {
     absl::MutexLock lock(&mu_);
+    ::shutdown(fd_, SHUT_RDWR);  // wakes a caller reading it
+    while (reading_) reading_done_.Wait(&mu_);
     fd_ = -1;
     out_.clear();
     out_offset_ = 0;

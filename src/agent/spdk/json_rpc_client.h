@@ -10,9 +10,12 @@ namespace smad::agent {
 
 // The client for a kUnix or kTcp `address`; `options` were validated by CreateJsonRpcClient.
 //
-// One persistent connection, owned by a background I/O thread that connects (with backoff), reads and
-// matches answers to waiting callers by id, and writes what callers could not write at once. Callers
-// write their request directly when the socket accepts it, then wait on their own condition variable.
+// One persistent connection, owned by a background I/O thread that connects (with backoff), writes what
+// callers could not write at once, and watches for the target hanging up. Callers write their request
+// directly when the socket accepts it. Answers are read by the callers themselves: one waiting caller
+// at a time holds the "reader" role, reads whatever the socket has, hands each answer to its caller by
+// id, and passes the role on to another waiting caller once its own answer is in. So a lone call costs
+// one wake-up (the target's answer waking the caller), not two.
 // Errors of Create: Internal when the thread's wake-up eventfd cannot be created.
 //
 // An error answer with id null means the target could not read one of the requests on the connection

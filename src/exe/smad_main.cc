@@ -1,4 +1,5 @@
 // smad: the Storage Management Agent (SPDK's SMA gRPC API) in front of an SPDK-compatible target.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "agent/app/agent_app.h"
 #include "agent/config/config.h"
 #include "spdlog/spdlog.h"
@@ -23,6 +25,15 @@ int ConfigError(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A control-plane daemon with a handful of busy threads: two malloc arenas are plenty, and each
+  // arena a thread would otherwise get keeps pages resident.
+  mallopt(M_ARENA_MAX, 2);
+#ifdef NDEBUG
+  // Debian builds Abseil without NDEBUG, which leaves its deadlock detector on: a global lock and a
+  // graph update on every Mutex acquisition. Release builds turn it off; debug and sanitizer builds
+  // (the tests) keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   std::string config_path, address, socket, state_dir, log_level;
   int port = -1;
   CLI::App cli{"smad: Storage Management Agent for SPDK-compatible targets"};
@@ -74,6 +85,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "smad: %s\n", std::string(app.status().message()).c_str());
     return 1;
   }
+  malloc_trim(0);  // hand back what start-up (configuration, state loading) used and freed
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("smad: signal {} received", sig);

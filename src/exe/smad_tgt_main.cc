@@ -3,10 +3,17 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 #include "tgt/app/target_app.h"
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian builds Abseil without NDEBUG, which leaves its deadlock detector on: a global lock and a
+  // graph update on every Mutex acquisition. Release builds turn it off; debug and sanitizer builds
+  // (the tests) keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   smad::tgt::TargetOptions options;
   std::string log_level = "info";
   CLI::App app{"smad-tgt: SPDK-compatible NVMe-oF storage target"};

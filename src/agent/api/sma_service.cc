@@ -13,6 +13,10 @@ namespace smad::agent {
 namespace {
 
 constexpr char kServiceName[] = "sma.StorageManagementAgent";
+// gRPC sync server threads waiting for calls: at least kMinPollers; threads beyond kMaxPollers exit
+// once idle.
+constexpr int kMinPollers = 2;
+constexpr int kMaxPollers = 32;
 
 // A volume id for logs: the UUID when well formed, else its length (never the raw bytes).
 std::string VolumeForLog(const std::string& bytes) {
@@ -110,6 +114,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
   builder.AddListeningPort(absl::StrCat(host, ":", port), grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(4 << 20);
+  // The sync server's defaults (1-2 polling threads) make it start a thread for nearly every call and
+  // end one after it, which cost more CPU than the call itself. Keep a few pollers and let threads that
+  // served a call go back to polling instead of exiting.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, kMinPollers);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, kMaxPollers);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port));

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,8 +57,10 @@ absl::StatusOr<std::unique_ptr<SecretBox>> SecretBox::OpenOrCreate(const std::st
     close(fd);
     if (!read_status.ok()) return read_status;
   } else if (errno == ENOENT) {
-    if (RAND_priv_bytes(key.data(), static_cast<int>(key.size())) != 1) {
-      return absl::InternalError("cannot draw a random master key");
+    // The kernel's CSPRNG rather than RAND_priv_bytes: OpenSSL's generator would be initialised at
+    // every first start only for this (about 2 MB of libcrypto pages resident in an idle smad).
+    if (getrandom(key.data(), key.size(), 0) != static_cast<ssize_t>(key.size())) {
+      return absl::InternalError(absl::StrCat("cannot draw a random master key: ", ErrnoString(errno)));
     }
     fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return ErrnoStatus(errno, absl::StrCat("creating ", path));

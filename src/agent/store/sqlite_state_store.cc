@@ -1,6 +1,7 @@
 // StateStore on SQLite: one connection in WAL mode, guarded by a mutex, with leader/follower group commit.
 //
-// Every transaction commits with synchronous=NORMAL: its WAL frames reach the OS (so it survives a crash
+// Concurrent writes are batched: the first queued writer runs the bodies of those queued behind it in
+// the same transaction (see Write). Every transaction commits with synchronous=NORMAL: its WAL frames reach the OS (so it survives a crash
 // of the process) but are not fsynced. A caller that needs durability then waits for a "sync round": the
 // first waiter becomes the leader and syncs the WAL file through SQLite's VFS, which makes every frame
 // written before it durable. The sync runs outside the connection's mutex, so writers keep committing
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -37,6 +39,8 @@ namespace smad::agent {
 namespace {
 
 constexpr int kSchemaVersion = 1;
+// Most writes one transaction commits for concurrent writers.
+constexpr size_t kMaxBatch = 64;
 
 // Version 1. `sync_epoch` is no longer written (sync rounds used to update it; they now sync the WAL
 // file directly) and is kept so the schema stays version 1. AUTOINCREMENT keeps op ids from being
@@ -143,6 +147,9 @@ struct PreparedStatements {
     ASSIGN_OR_RETURN(Statement begin, Statement::Prepare(db, "BEGIN IMMEDIATE"));
     ASSIGN_OR_RETURN(Statement commit, Statement::Prepare(db, "COMMIT"));
     ASSIGN_OR_RETURN(Statement rollback, Statement::Prepare(db, "ROLLBACK"));
+    ASSIGN_OR_RETURN(Statement savepoint, Statement::Prepare(db, "SAVEPOINT batched_write"));
+    ASSIGN_OR_RETURN(Statement rollback_to_savepoint, Statement::Prepare(db, "ROLLBACK TO batched_write"));
+    ASSIGN_OR_RETURN(Statement release_savepoint, Statement::Prepare(db, "RELEASE batched_write"));
     ASSIGN_OR_RETURN(Statement select_value, Statement::Prepare(db, "SELECT value FROM records WHERE kind = ? AND key = ?"));
     ASSIGN_OR_RETURN(Statement upsert,
                      Statement::Prepare(db, "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)"));
@@ -152,10 +159,12 @@ struct PreparedStatements {
     ASSIGN_OR_RETURN(Statement select_op_before, Statement::Prepare(db, "SELECT before FROM ops WHERE id = ?"));
     ASSIGN_OR_RETURN(Statement delete_op, Statement::Prepare(db, "DELETE FROM ops WHERE id = ?"));
     return std::unique_ptr<PreparedStatements>(new PreparedStatements{
-        std::move(begin), std::move(commit), std::move(rollback), std::move(select_value), std::move(upsert),
+        std::move(begin), std::move(commit), std::move(rollback), std::move(savepoint),
+        std::move(rollback_to_savepoint), std::move(release_savepoint), std::move(select_value), std::move(upsert),
         std::move(remove), std::move(insert_op), std::move(select_op_before), std::move(delete_op)});
   }
-  Statement begin, commit, rollback, select_value, upsert, remove, insert_op, select_op_before, delete_op;
+  Statement begin, commit, rollback, savepoint, rollback_to_savepoint, release_savepoint, select_value, upsert,
+      remove, insert_op, select_op_before, delete_op;
 };
 
 // Images are stored as JSON arrays of {"kind", "key", "value"} (value null: absent).
@@ -244,8 +253,8 @@ class SqliteStateStore final : public StateStore {
       ABSL_LOCKS_EXCLUDED(mu_) {
     RETURN_IF_ERROR(EncodeImage(final_changes).status());  // validation only
     return Write(/*synced=*/false, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
-      RETURN_IF_ERROR(DeleteOpLocked(id));
-      return ApplyLocked(final_changes);
+      RETURN_IF_ERROR(ApplyLocked(final_changes));
+      return DeleteOpLocked(id);  // NotFound rolls back the changes above
     });
   }
 
@@ -296,27 +305,91 @@ class SqliteStateStore final : public StateStore {
   uint64_t fsyncs() const override { return fsyncs_.load(std::memory_order_relaxed); }
 
  private:
-  // Runs `body` in a write transaction (rolled back if it fails). When `synced` (and options_.fsync), returns
-  // only once the commit is durable.
-  absl::Status Write(bool synced, absl::FunctionRef<absl::Status()> body) ABSL_LOCKS_EXCLUDED(mu_, sync_mu_) {
-    uint64_t seq = 0;
+  // A write waiting in queue_. It lives on its caller's stack; the caller waits until `done` (or until it
+  // leads a batch), and nobody touches it once `done` is set.
+  struct QueuedWrite {
+    absl::FunctionRef<absl::Status()> body;
+    bool synced;  // the caller asked for durability
+    absl::Status status;
+    bool done = false;
+  };
+
+  // Runs `body` in a write transaction (its changes are rolled back if it fails). When `synced` (and
+  // options_.fsync), returns only once the commit is durable.
+  //
+  // Writers queue up; the first in the queue leads a batch: it runs its own body and those of the writers
+  // queued behind it in one transaction (each in a savepoint, so one failing body undoes only its own
+  // changes), commits once, hands the queue to the next leader, and makes the batch durable. So N
+  // concurrent writers cost one commit and one fsync, and each follower sleeps once.
+  absl::Status Write(bool synced, absl::FunctionRef<absl::Status()> body) ABSL_LOCKS_EXCLUDED(mu_, sync_mu_, queue_mu_) {
+    QueuedWrite write{body, synced};
+    std::vector<QueuedWrite*> batch;
     {
-      absl::MutexLock lock(&mu_);
-      RETURN_IF_ERROR(TransactionLocked(body));
-      seq = written_seq_.fetch_add(1, std::memory_order_acq_rel) + 1;
+      absl::MutexLock lock(&queue_mu_);
+      queue_.push_back(&write);
+      auto done_or_first = [this, &write]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return write.done || queue_.front() == &write;
+      };
+      queue_mu_.Await(absl::Condition(&done_or_first));
+      if (write.done) return write.status;
+      for (size_t i = 0; i < queue_.size() && i < kMaxBatch; ++i) batch.push_back(queue_[i]);
     }
-    if (!synced) return absl::OkStatus();
-    synced_commits_.fetch_add(1, std::memory_order_relaxed);
-    if (!options_.fsync) return absl::OkStatus();
-    return WaitDurable(seq);
+    const uint64_t seq = CommitBatch(batch);
+    std::vector<QueuedWrite*> to_sync;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(batch.size()));
+      for (QueuedWrite* w : batch) {
+        if (w->status.ok() && w->synced) synced_commits_.fetch_add(1, std::memory_order_relaxed);
+        if (w->status.ok() && w->synced && options_.fsync) {
+          to_sync.push_back(w);
+        } else if (w != &write) {
+          w->done = true;
+        }
+      }
+    }
+    if (!to_sync.empty()) {
+      absl::Status durable = WaitDurable(seq);
+      absl::MutexLock lock(&queue_mu_);
+      for (QueuedWrite* w : to_sync) {
+        if (!durable.ok()) w->status = durable;
+        if (w != &write) w->done = true;
+      }
+    }
+    return write.status;
   }
 
-  absl::Status TransactionLocked(absl::FunctionRef<absl::Status()> body) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    RETURN_IF_ERROR(statements_->begin.Run());
-    absl::Status status = body();
-    if (status.ok()) status = statements_->commit.Run();
-    if (!status.ok() && !sqlite3_get_autocommit(db_)) statements_->rollback.Run().IgnoreError();
-    return status;
+  // Runs the bodies of `batch` in one transaction and sets each one's status. Returns the commit's
+  // sequence number for WaitDurable.
+  uint64_t CommitBatch(const std::vector<QueuedWrite*>& batch) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    PreparedStatements& st = *statements_;
+    absl::Status begun = st.begin.Run();
+    if (!begun.ok()) {
+      for (QueuedWrite* w : batch) w->status = begun;
+      return 0;
+    }
+    bool any_ok = false;
+    for (QueuedWrite* w : batch) {
+      if (batch.size() == 1) {
+        w->status = w->body();  // a failure rolls back the whole transaction below
+      } else {
+        w->status = st.savepoint.Run();
+        if (w->status.ok()) w->status = w->body();
+        if (!w->status.ok()) st.rollback_to_savepoint.Run().IgnoreError();
+        st.release_savepoint.Run().IgnoreError();
+      }
+      any_ok = any_ok || w->status.ok();
+    }
+    absl::Status committed = any_ok ? st.commit.Run() : absl::OkStatus();
+    if (!any_ok || !committed.ok()) {
+      if (!sqlite3_get_autocommit(db_)) st.rollback.Run().IgnoreError();
+      for (QueuedWrite* w : batch) {
+        if (w->status.ok()) w->status = committed;
+      }
+    }
+    // Every commit numbered up to this one has written its WAL frames once this returns.
+    return written_seq_.fetch_add(1, std::memory_order_acq_rel) + 1;
   }
 
   // Returns once the commit numbered `seq` is durable, leading a sync round if none is running.
@@ -399,6 +472,9 @@ class SqliteStateStore final : public StateStore {
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
   std::unique_ptr<PreparedStatements> statements_ ABSL_PT_GUARDED_BY(mu_);
   const Options options_;
+  // Writers waiting to be committed, in arrival order; the first leads the next batch.
+  absl::Mutex queue_mu_;
+  std::deque<QueuedWrite*> queue_ ABSL_GUARDED_BY(queue_mu_);
   // Group commit: commits are numbered when written (under mu_); those up to durable_seq_ are durable.
   std::atomic<uint64_t> written_seq_{0};
   absl::Mutex sync_mu_ ABSL_ACQUIRED_AFTER(mu_);

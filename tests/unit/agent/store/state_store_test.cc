@@ -12,6 +12,7 @@
 #include <iostream>
 #include <random>
 #include <string>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -322,6 +323,58 @@ TEST(StateStoreTest, ConcurrentSyncedCommitsShareFsyncs) {
   std::cout << store->synced_commits() << " synced commits, " << store->fsyncs() << " fsyncs\n";
   ASSERT_OK_AND_ASSIGN(std::vector<StoredRecord> records, store->LoadAll());
   EXPECT_EQ(records.size(), size_t{kThreads * kCommits});
+}
+
+// Concurrent writes share transactions; one that fails must undo only its own changes.
+TEST(StateStoreTest, ConcurrentWritesSucceedOrFailEachOnItsOwn) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(StateStorePtr store, StateStore::Open(dir.File("state.db")));
+  constexpr int kThreads = 16, kRounds = 15;
+  absl::Notification go;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      go.WaitForNotification();
+      for (int j = 0; j < kRounds; ++j) {
+        const std::string key = absl::StrCat(t, "/", j);
+        switch ((t + j) % 3) {
+          case 0: {
+            // An op that fails half-way: AbortOp of an unknown id changes nothing.
+            absl::Status aborted = store->AbortOp(1000000 + t * 100 + j);
+            EXPECT_EQ(aborted.code(), absl::StatusCode::kNotFound) << aborted;
+            break;
+          }
+          case 1: {
+            absl::StatusOr<uint64_t> id = store->BeginOp("op", {Set("t", key, "begun")});
+            ASSERT_TRUE(id.ok()) << id.status();
+            ASSERT_OK(store->CompleteOp(*id, {Set("t", key, "done")}));
+            // Completing it again fails (the op row is gone) and must not apply its final changes.
+            EXPECT_EQ(store->CompleteOp(*id, {Set("t", key, "twice")}).code(), absl::StatusCode::kNotFound);
+            break;
+          }
+          default:
+            ASSERT_OK(store->Apply({Set("t", key, "applied")}));
+        }
+      }
+    });
+  }
+  go.Notify();
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_OK_AND_ASSIGN(std::vector<StoredRecord> records, store->LoadAll());
+  std::map<std::string, std::string> values;
+  for (const StoredRecord& r : records) values[r.key] = r.value;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int j = 0; j < kRounds; ++j) {
+      const std::string key = absl::StrCat(t, "/", j);
+      switch ((t + j) % 3) {
+        case 0: EXPECT_FALSE(values.contains(key)) << key; break;
+        case 1: EXPECT_EQ(values[key], "done") << key; break;
+        default: EXPECT_EQ(values[key], "applied") << key;
+      }
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(std::vector<PendingOp> pending, store->PendingOps());
+  EXPECT_THAT(pending, IsEmpty());
 }
 
 TEST(StateStoreTest, WithoutFsyncNothingIsSynced) {

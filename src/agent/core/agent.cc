@@ -760,9 +760,13 @@ absl::Status Agent::ReconcilePass() {
   RETURN_IF_ERROR(ReconcileVolumes(pending, volumes));
 
   std::vector<RecordChange> nsid_updates;
+  // One device that cannot be reconciled (say its QEMU is unreachable) must not keep the others from
+  // being restored: remember the first failure, go on, and fail the pass at the end so it is retried.
+  // Only when the target itself is unreachable is the rest pointless.
+  absl::Status device_failure;
   for (DeviceManager* m : managers_) {
     RETURN_IF_ERROR(m->BeginReconcile());
-    absl::Status status;
+    absl::Status target_down;
     for (const DeviceSpec& d : devices) {
       if (ManagerForHandle(d.handle) != m) continue;
       std::vector<VolumeExposure> exposures;
@@ -773,8 +777,17 @@ absl::Status Agent::ReconcilePass() {
           owners.push_back(&v);
         }
       }
-      status = m->Reconcile(d, exposures, managed);
-      if (!status.ok()) break;
+      absl::Status status = m->Reconcile(d, exposures, managed);
+      if (!status.ok()) {
+        if (IsTransportError(status) && !rpc_.Call("spdk_get_version").ok()) {
+          target_down = status;
+          break;
+        }
+        spdlog::warn("reconcile: device {}: {}; the other devices go on, this one is retried", d.handle,
+                     status.ToString());
+        if (device_failure.ok()) device_failure = status;
+        continue;
+      }
       for (size_t i = 0; i < exposures.size(); ++i) {
         if (owners[i]->nsid != exposures[i].nsid) {
           owners[i]->nsid = exposures[i].nsid;
@@ -783,7 +796,7 @@ absl::Status Agent::ReconcilePass() {
       }
     }
     m->EndReconcile();
-    RETURN_IF_ERROR(status);
+    RETURN_IF_ERROR(target_down);
   }
   // QoS limits live in the target's memory: set them again.
   std::vector<std::pair<std::string, QosLimits>> limits;  // bdev -> limits
@@ -814,6 +827,7 @@ absl::Status Agent::ReconcilePass() {
     ApplyToMemory(nsid_updates);
   }
   if (!nsid_updates.empty()) RETURN_IF_ERROR(store_.Apply(std::move(nsid_updates)));
+  RETURN_IF_ERROR(device_failure);  // pending ops stay pending until every device is reconciled
   for (const PendingOp& op : pending) RETURN_IF_ERROR(store_.CompleteOp(op.id, {}));
   if (rpc_.connection_epoch() != epoch) return absl::UnavailableError("the target connection changed during the pass");
   synced_epoch_ = epoch;

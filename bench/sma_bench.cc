@@ -62,16 +62,22 @@ double CpuMicros(pid_t pid) {
   return ticks * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// CPU used by smad and by its smad-tgt over an interval.
+// CPU used by smad, by its smad-tgt and by this program (the clients) over an interval.
 struct CpuMeter {
   pid_t smad, tgt;
-  double smad_start, tgt_start;
+  double smad_start, tgt_start, self_start;
   CpuMeter(pid_t smad_pid, pid_t tgt_pid)
-      : smad(smad_pid), tgt(tgt_pid), smad_start(CpuMicros(smad_pid)), tgt_start(CpuMicros(tgt_pid)) {}
+      : smad(smad_pid),
+        tgt(tgt_pid),
+        smad_start(CpuMicros(smad_pid)),
+        tgt_start(CpuMicros(tgt_pid)),
+        self_start(CpuMicros(getpid())) {}
   std::string PerOp(int ops) const {
-    char text[120];
-    std::snprintf(text, sizeof(text), "CPU per device (provision + deprovision): smad %.0f us, smad-tgt %.0f us",
-                  (CpuMicros(smad) - smad_start) / ops, (CpuMicros(tgt) - tgt_start) / ops);
+    char text[160];
+    std::snprintf(text, sizeof(text),
+                  "CPU per device (provision + deprovision): smad %.0f us, smad-tgt %.0f us, clients %.0f us",
+                  (CpuMicros(smad) - smad_start) / ops, (CpuMicros(tgt) - tgt_start) / ops,
+                  (CpuMicros(getpid()) - self_start) / ops);
     return text;
   }
 };

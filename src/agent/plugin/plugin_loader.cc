@@ -175,29 +175,51 @@ void HostLog(const smad_host_v1* host, int32_t level, const char* message) {
   }
 }
 
-std::unique_ptr<HostContext> MakeHost(TargetRpc& rpc, const std::string& plugin) {
-  auto context = std::make_unique<HostContext>();
-  context->rpc = &rpc;
-  context->plugin = plugin;
-  smad_host_v1& host = context->host;
-  std::memset(&host, 0, sizeof(host));
-  host.struct_size = sizeof(host);
-  host.opaque = context.get();
-  host.active_crypto_engine = &HostActiveCryptoEngine;
-  host.target_call = &HostTargetCall;
-  host.log = &HostLog;
-  return context;
-}
+// One instance of a plugin object (a device manager or a crypto engine) and the host services it was
+// given: create_instance(user_data, host) in the constructor (or user_data itself when the plugin has no
+// create_instance), destroy_instance in the destructor. Not movable: the host services point at it.
+class PluginInstance {
+ public:
+  PluginInstance(TargetRpc& rpc, std::string plugin, void* (*create)(void*, const smad_host_v1*),
+                 void (*destroy)(void*), void* user_data)
+      : destroy_(destroy) {
+    context_.rpc = &rpc;
+    context_.plugin = std::move(plugin);
+    smad_host_v1& host = context_.host;
+    std::memset(&host, 0, sizeof(host));
+    host.struct_size = sizeof(host);
+    host.opaque = &context_;
+    host.active_crypto_engine = &HostActiveCryptoEngine;
+    host.target_call = &HostTargetCall;
+    host.log = &HostLog;
+    if (create == nullptr) {
+      instance_ = user_data;
+      created_ = true;
+    } else {
+      instance_ = create(user_data, &host);
+      created_ = instance_ != nullptr;
+    }
+  }
+  ~PluginInstance() {
+    if (created_ && destroy_ != nullptr) destroy_(instance_);
+  }
+  PluginInstance(const PluginInstance&) = delete;
+  PluginInstance& operator=(const PluginInstance&) = delete;
 
-// Creates a plugin object's instance: create_instance(user_data, host), or user_data itself.
-// nullopt when create_instance failed.
-std::optional<void*> CreateInstance(void* (*create)(void*, const smad_host_v1*), void* user_data,
-                                    const smad_host_v1& host) {
-  if (create == nullptr) return user_data;
-  void* instance = create(user_data, &host);
-  if (instance == nullptr) return std::nullopt;
-  return instance;
-}
+  void* get() const { return instance_; }
+  bool created() const { return created_; }
+  // OK, or Internal "<object>: create_instance failed".
+  absl::Status Check(absl::string_view object) const {
+    if (created_) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat(object, ": create_instance failed"));
+  }
+
+ private:
+  HostContext context_;
+  void (*const destroy_)(void*);
+  void* instance_ = nullptr;
+  bool created_ = false;
+};
 
 // ---- device managers ----------------------------------------------------------------------------
 
@@ -241,15 +263,8 @@ sma::DeviceType DeviceTypeOf(const std::string& protocol) {
 class PluginDeviceManager final : public DeviceManager {
  public:
   PluginDeviceManager(std::shared_ptr<const ManagerDescriptor> descriptor, TargetRpc& rpc)
-      : d_(std::move(descriptor)), host_(MakeHost(rpc, d_->plugin)) {
-    std::optional<void*> instance =
-        CreateInstance(d_->c.create_instance, d_->c.user_data, host_->host);
-    instance_ok_ = instance.has_value();
-    instance_ = instance.value_or(nullptr);
-  }
-  ~PluginDeviceManager() override {
-    if (instance_ok_ && d_->c.destroy_instance != nullptr) d_->c.destroy_instance(instance_);
-  }
+      : d_(std::move(descriptor)),
+        instance_(rpc, d_->plugin, d_->c.create_instance, d_->c.destroy_instance, d_->c.user_data) {}
   PluginDeviceManager(const PluginDeviceManager&) = delete;
   PluginDeviceManager& operator=(const PluginDeviceManager&) = delete;
 
@@ -265,13 +280,13 @@ class PluginDeviceManager final : public DeviceManager {
     if (d_->c.init == nullptr) return absl::OkStatus();
     std::string text = DumpJson(params);
     StringSink error;
-    return CallbackStatus(d_->c.init(instance_, text.c_str(), error.get()), error, "init");
+    return CallbackStatus(d_->c.init(instance_.get(), text.c_str(), error.get()), error, "init");
   }
 
   bool OwnsHandle(absl::string_view handle) const override {
-    if (!instance_ok_ || d_->c.owns_device == nullptr) return false;
+    if (!instance_.created() || d_->c.owns_device == nullptr) return false;
     std::string terminated(handle);
-    return d_->c.owns_device(instance_, terminated.c_str(), terminated.size()) != 0;
+    return d_->c.owns_device(instance_.get(), terminated.c_str(), terminated.size()) != 0;
   }
 
   // A device smad has no record of: the plugin deletes by handle alone.
@@ -313,7 +328,7 @@ class PluginDeviceManager final : public DeviceManager {
     request.set_handle(spec.handle);
     std::string bytes = request.SerializeAsString();
     StringSink error;
-    return CallbackStatus(d_->c.delete_device(instance_, Data(bytes), bytes.size(), error.get()),
+    return CallbackStatus(d_->c.delete_device(instance_.get(), Data(bytes), bytes.size(), error.get()),
                           error, "delete_device");
   }
 
@@ -328,7 +343,7 @@ class PluginDeviceManager final : public DeviceManager {
     smad_volume_exposure exposure{volume.volume_id.c_str(), volume.bdev_name.c_str(), volume.nsid};
     StringSink error;
     RETURN_IF_ERROR(CallbackStatus(
-        d_->c.attach_volume(instance_, Data(bytes), bytes.size(), &exposure, error.get()), error,
+        d_->c.attach_volume(instance_.get(), Data(bytes), bytes.size(), &exposure, error.get()), error,
         "attach_volume"));
     // smad reads nsid 0 as "not exposed"; a device without namespace IDs is recorded as 1.
     volume.nsid = exposure.nsid != 0 ? exposure.nsid : 1;
@@ -347,7 +362,7 @@ class PluginDeviceManager final : public DeviceManager {
                                         volume.nsid};
     StringSink error;
     return CallbackStatus(
-        d_->c.detach_volume(instance_, Data(bytes), bytes.size(), &exposure, error.get()), error,
+        d_->c.detach_volume(instance_.get(), Data(bytes), bytes.size(), &exposure, error.get()), error,
         "detach_volume");
   }
 
@@ -380,14 +395,14 @@ class PluginDeviceManager final : public DeviceManager {
 
   sma::GetQosCapabilitiesResponse QosCapabilities() const override {
     sma::GetQosCapabilitiesResponse response;
-    if (!instance_ok_ || d_->c.get_qos_capabilities == nullptr) return response;
+    if (!instance_.created() || d_->c.get_qos_capabilities == nullptr) return response;
     sma::GetQosCapabilitiesRequest request;
     request.set_device_type(DeviceTypeOf(d_->protocol));
     std::string bytes = request.SerializeAsString();
     StringSink out;
     StringSink error;
     absl::Status status = CallbackStatus(
-        d_->c.get_qos_capabilities(instance_, Data(bytes), bytes.size(), out.get(), error.get()),
+        d_->c.get_qos_capabilities(instance_.get(), Data(bytes), bytes.size(), out.get(), error.get()),
         error, "get_qos_capabilities");
     if (status.ok() && !response.ParseFromString(out.value())) {
       status = absl::InternalError("malformed GetQosCapabilitiesResponse");
@@ -410,8 +425,7 @@ class PluginDeviceManager final : public DeviceManager {
   }
 
   absl::Status CheckInstance() const {
-    if (instance_ok_) return absl::OkStatus();
-    return absl::InternalError(Prefix("create_instance failed"));
+    return instance_.Check(absl::StrCat("plugin ", d_->plugin, ": device manager ", d_->name));
   }
 
   absl::StatusOr<sma::CreateDeviceRequest> StoredRequest(const DeviceSpec& spec) const {
@@ -437,7 +451,7 @@ class PluginDeviceManager final : public DeviceManager {
     StringSink out;
     StringSink error;
     RETURN_IF_ERROR(CallbackStatus(
-        d_->c.create_device(instance_, Data(bytes), bytes.size(), out.get(), error.get()), error,
+        d_->c.create_device(instance_.get(), Data(bytes), bytes.size(), out.get(), error.get()), error,
         "create_device"));
     sma::CreateDeviceResponse response;
     if (!response.ParseFromString(out.value())) {
@@ -449,9 +463,7 @@ class PluginDeviceManager final : public DeviceManager {
   }
 
   std::shared_ptr<const ManagerDescriptor> d_;
-  std::unique_ptr<HostContext> host_;
-  bool instance_ok_ = false;
-  void* instance_ = nullptr;
+  PluginInstance instance_;
 };
 
 // ---- crypto engines -----------------------------------------------------------------------------
@@ -471,15 +483,8 @@ smad_crypto_params ToC(const CryptoParams& params) {
 class PluginCryptoEngine final : public CryptoEngine {
  public:
   PluginCryptoEngine(std::shared_ptr<const EngineDescriptor> descriptor, TargetRpc& rpc)
-      : d_(std::move(descriptor)), host_(MakeHost(rpc, d_->plugin)) {
-    std::optional<void*> instance =
-        CreateInstance(d_->c.create_instance, d_->c.user_data, host_->host);
-    instance_ok_ = instance.has_value();
-    instance_ = instance.value_or(nullptr);
-  }
-  ~PluginCryptoEngine() override {
-    if (instance_ok_ && d_->c.destroy_instance != nullptr) d_->c.destroy_instance(instance_);
-  }
+      : d_(std::move(descriptor)),
+        instance_(rpc, d_->plugin, d_->c.create_instance, d_->c.destroy_instance, d_->c.user_data) {}
   PluginCryptoEngine(const PluginCryptoEngine&) = delete;
   PluginCryptoEngine& operator=(const PluginCryptoEngine&) = delete;
 
@@ -490,7 +495,7 @@ class PluginCryptoEngine final : public CryptoEngine {
     if (d_->c.init == nullptr) return absl::OkStatus();
     std::string text = DumpJson(params);
     StringSink error;
-    return CallbackStatus(d_->c.init(instance_, text.c_str(), error.get()), error, "init");
+    return CallbackStatus(d_->c.init(instance_.get(), text.c_str(), error.get()), error, "init");
   }
 
   absl::StatusOr<std::string> Setup(const std::string& volume_id, const std::string& volume_bdev,
@@ -499,7 +504,7 @@ class PluginCryptoEngine final : public CryptoEngine {
     smad_crypto_params c_params = ToC(params);
     StringSink crypto_bdev;
     StringSink error;
-    RETURN_IF_ERROR(CallbackStatus(d_->c.setup(instance_, volume_id.c_str(), volume_bdev.c_str(),
+    RETURN_IF_ERROR(CallbackStatus(d_->c.setup(instance_.get(), volume_id.c_str(), volume_bdev.c_str(),
                                                &c_params, crypto_bdev.get(), error.get()),
                                    error, "setup"));
     return crypto_bdev.value().empty() ? volume_bdev : std::move(crypto_bdev.value());
@@ -512,7 +517,7 @@ class PluginCryptoEngine final : public CryptoEngine {
     smad_crypto_params c_params{};
     if (params != nullptr) c_params = ToC(*params);
     StringSink error;
-    return CallbackStatus(d_->c.verify(instance_, volume_id.c_str(), crypto_bdev.c_str(),
+    return CallbackStatus(d_->c.verify(instance_.get(), volume_id.c_str(), crypto_bdev.c_str(),
                                        params != nullptr ? &c_params : nullptr, error.get()),
                           error, "verify");
   }
@@ -522,21 +527,17 @@ class PluginCryptoEngine final : public CryptoEngine {
     if (d_->c.cleanup == nullptr) return absl::OkStatus();
     StringSink error;
     return CallbackStatus(
-        d_->c.cleanup(instance_, volume_id.c_str(), crypto_bdev.c_str(), error.get()), error,
+        d_->c.cleanup(instance_.get(), volume_id.c_str(), crypto_bdev.c_str(), error.get()), error,
         "cleanup");
   }
 
  private:
   absl::Status CheckInstance() const {
-    if (instance_ok_) return absl::OkStatus();
-    return absl::InternalError(absl::StrCat("plugin ", d_->plugin, ": crypto engine ", d_->name,
-                                            ": create_instance failed"));
+    return instance_.Check(absl::StrCat("plugin ", d_->plugin, ": crypto engine ", d_->name));
   }
 
   std::shared_ptr<const EngineDescriptor> d_;
-  std::unique_ptr<HostContext> host_;
-  bool instance_ok_ = false;
-  void* instance_ = nullptr;
+  PluginInstance instance_;
 };
 
 // ---- registration -------------------------------------------------------------------------------
@@ -556,14 +557,30 @@ struct Staging {
   }
 };
 
-int32_t AddDeviceManager(const smad_registrar_v1* registrar,
-                         const smad_device_manager_v1* manager) {
+// Runs a registrar callback's `body(staging, fail)`, where fail(code, what) records "plugin <name>:
+// <what>" as the load's first error and returns the code to give the plugin. Never throws into C.
+template <typename Body>
+int32_t RunRegistration(const smad_registrar_v1* registrar, Body&& body) {
   auto* staging = static_cast<Staging*>(registrar->opaque);
   try {
-    auto fail = [&](absl::StatusCode code, absl::string_view what) {
-      return staging->Fail(
-          absl::Status(code, absl::StrCat("plugin ", staging->plugin, ": ", what)));
+    auto fail = [staging](absl::StatusCode code, absl::string_view what) {
+      return staging->Fail(absl::Status(code, absl::StrCat("plugin ", staging->plugin, ": ", what)));
     };
+    return body(*staging, fail);
+  } catch (...) {
+    return staging->Fail(absl::InternalError(absl::StrCat("plugin ", staging->plugin, ": out of memory")));
+  }
+}
+
+// Whether `name` is staged in `staged` already or `registered` (what the Registry found) is set.
+template <typename Descriptors>
+bool NameTaken(const Descriptors& staged, const std::string& name, const void* registered) {
+  return registered != nullptr ||
+         std::any_of(staged.begin(), staged.end(), [&](const auto& d) { return d->name == name; });
+}
+
+int32_t AddDeviceManager(const smad_registrar_v1* registrar, const smad_device_manager_v1* manager) {
+  return RunRegistration(registrar, [&](Staging& staging, auto fail) {
     if (manager == nullptr || manager->struct_size < sizeof(smad_device_manager_v1)) {
       return fail(absl::StatusCode::kInvalidArgument, "malformed device manager descriptor");
     }
@@ -577,34 +594,24 @@ int32_t AddDeviceManager(const smad_registrar_v1* registrar,
                   absl::StrCat("device manager \"", name, "\": unknown protocol \"", protocol,
                                "\" (expected nvme, virtio_blk or nvmf_tcp)"));
     }
-    bool staged = std::any_of(staging->managers.begin(), staging->managers.end(),
-                              [&](const auto& m) { return m->name == name; });
-    if (staged || staging->registry->FindDeviceManager(name) != nullptr) {
+    if (NameTaken(staging.managers, name, staging.registry->FindDeviceManager(name))) {
       return fail(absl::StatusCode::kAlreadyExists,
                   absl::StrCat("device manager \"", name, "\" is already registered"));
     }
     auto descriptor = std::make_shared<ManagerDescriptor>();
-    descriptor->plugin = staging->plugin;
+    descriptor->plugin = staging.plugin;
     descriptor->name = std::move(name);
     descriptor->protocol = std::move(protocol);
     descriptor->c = CopyDescriptor(*manager);
     descriptor->c.name = nullptr;
     descriptor->c.protocol = nullptr;
-    staging->managers.push_back(std::move(descriptor));
-    return SMAD_STATUS_OK;
-  } catch (...) {
-    return staging->Fail(
-        absl::InternalError(absl::StrCat("plugin ", staging->plugin, ": out of memory")));
-  }
+    staging.managers.push_back(std::move(descriptor));
+    return int32_t{SMAD_STATUS_OK};
+  });
 }
 
 int32_t AddCryptoEngine(const smad_registrar_v1* registrar, const smad_crypto_engine_v1* engine) {
-  auto* staging = static_cast<Staging*>(registrar->opaque);
-  try {
-    auto fail = [&](absl::StatusCode code, absl::string_view what) {
-      return staging->Fail(
-          absl::Status(code, absl::StrCat("plugin ", staging->plugin, ": ", what)));
-    };
+  return RunRegistration(registrar, [&](Staging& staging, auto fail) {
     if (engine == nullptr || engine->struct_size < sizeof(smad_crypto_engine_v1)) {
       return fail(absl::StatusCode::kInvalidArgument, "malformed crypto engine descriptor");
     }
@@ -613,26 +620,20 @@ int32_t AddCryptoEngine(const smad_registrar_v1* registrar, const smad_crypto_en
     }
     std::string name = engine->name;
     if (engine->setup == nullptr) {
-      return fail(absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("crypto engine \"", name, "\" has no setup"));
+      return fail(absl::StatusCode::kInvalidArgument, absl::StrCat("crypto engine \"", name, "\" has no setup"));
     }
-    bool staged = std::any_of(staging->engines.begin(), staging->engines.end(),
-                              [&](const auto& e) { return e->name == name; });
-    if (staged || staging->registry->FindCryptoEngine(name) != nullptr) {
+    if (NameTaken(staging.engines, name, staging.registry->FindCryptoEngine(name))) {
       return fail(absl::StatusCode::kAlreadyExists,
                   absl::StrCat("crypto engine \"", name, "\" is already registered"));
     }
     auto descriptor = std::make_shared<EngineDescriptor>();
-    descriptor->plugin = staging->plugin;
+    descriptor->plugin = staging.plugin;
     descriptor->name = std::move(name);
     descriptor->c = CopyDescriptor(*engine);
     descriptor->c.name = nullptr;
-    staging->engines.push_back(std::move(descriptor));
-    return SMAD_STATUS_OK;
-  } catch (...) {
-    return staging->Fail(
-        absl::InternalError(absl::StrCat("plugin ", staging->plugin, ": out of memory")));
-  }
+    staging.engines.push_back(std::move(descriptor));
+    return int32_t{SMAD_STATUS_OK};
+  });
 }
 
 std::string DlError() {

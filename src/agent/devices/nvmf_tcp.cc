@@ -63,17 +63,7 @@ std::vector<std::string> HostNqns(const Json& subsystem) {
 }  // namespace
 
 absl::Status NvmfTcpDeviceManager::PrepareTarget() {
-  auto transports = rpc_.Call("nvmf_get_transports");
-  if (!transports.ok()) return TargetFailure(transports.status(), "NVMe/TCP transport is unavailable");
-  if (transports->is_array()) {
-    for (const Json& t : *transports) {
-      if (t.is_object() && SameText(t.value("trtype", Json()), "tcp")) return absl::OkStatus();
-    }
-  }
-  auto created = rpc_.Call("nvmf_create_transport", Json{{"trtype", "tcp"}});
-  if (!created.ok()) return TargetFailure(created.status(), "NVMe/TCP transport is unavailable");
-  spdlog::info("nvmf_tcp: created the TCP transport");
-  return absl::OkStatus();
+  return EnsureTransport(rpc_, "tcp", "NVMe/TCP transport is unavailable");
 }
 
 bool NvmfTcpDeviceManager::OwnsHandle(absl::string_view handle) const {

@@ -157,6 +157,23 @@ absl::StatusOr<PciSlot> PlacePhysicalId(const std::vector<PciBus>& buses, uint32
   return absl::InvalidArgumentError("Invalid physical_id");
 }
 
+absl::StatusOr<PciSlot> SlotForDevice(const std::vector<PciBus>& buses, uint32_t physical_id,
+                                      const DeviceSpec* previous) {
+  if (previous != nullptr) {
+    auto bus = SpecString(*previous, "bus");
+    auto slot = SpecNumber(*previous, "slot");
+    if (bus.ok() && slot.ok()) return PciSlot{*bus, *slot};
+  }
+  return PlacePhysicalId(buses, physical_id);
+}
+
+absl::StatusOr<DeviceSpec> SpecFromNumberedHandle(absl::string_view handle, absl::string_view prefix,
+                                                  const std::string& manager) {
+  std::optional<uint32_t> id = ParseHandleNumber(handle, prefix);
+  if (!id.has_value()) return absl::NotFoundError("Invalid device handle");
+  return DeviceSpec{std::string(handle), manager, Json{{"physical_id", *id}}};
+}
+
 std::optional<uint32_t> ParseHandleNumber(absl::string_view handle, absl::string_view prefix) {
   if (!absl::ConsumePrefix(&handle, prefix)) return std::nullopt;
   if (handle.empty() || handle.size() > 10 || (handle.size() > 1 && handle[0] == '0')) return std::nullopt;

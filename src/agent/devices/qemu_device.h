@@ -48,6 +48,16 @@ absl::StatusOr<QemuDeviceConfig> ParseQemuDeviceConfig(const Json& params, size_
 // InvalidArgument "Invalid physical_id" beyond the last bus.
 absl::StatusOr<PciSlot> PlacePhysicalId(const std::vector<PciBus>& buses, uint32_t physical_id);
 
+// Where a device planned again goes: the bus and slot `previous` (its spec, when smad has one) recorded,
+// whatever the buses say now; else PlacePhysicalId.
+absl::StatusOr<PciSlot> SlotForDevice(const std::vector<PciBus>& buses, uint32_t physical_id,
+                                      const DeviceSpec* previous);
+
+// The spec of a handle "<prefix>N" that smad does not know (for a delete): {physical_id: N} for
+// `manager`; NotFound "Invalid device handle" when the handle is not of that form.
+absl::StatusOr<DeviceSpec> SpecFromNumberedHandle(absl::string_view handle, absl::string_view prefix,
+                                                  const std::string& manager);
+
 // The number N of a handle "<prefix>N" where N is a decimal uint32 without sign or leading zeros; nullopt
 // for anything else (so no handle can smuggle a path or a second spelling of the same device).
 std::optional<uint32_t> ParseHandleNumber(absl::string_view handle, absl::string_view prefix);

@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "agent/devices/target_errors.h"
 #include "common/uuid.h"
+#include "spdlog/spdlog.h"
 
 namespace smad::agent {
 
@@ -110,6 +111,20 @@ absl::Status RemoveNamespace(const TargetRpc& rpc, const std::string& nqn, const
   if (ns == nullptr) return absl::OkStatus();
   auto removed = rpc.Call("nvmf_subsystem_remove_ns", Json{{"nqn", nqn}, {"nsid", NsidOf(*ns)}});
   if (!removed.ok()) return TargetFailure(removed.status(), "Failed to detach volume");
+  return absl::OkStatus();
+}
+
+absl::Status EnsureTransport(const TargetRpc& rpc, const char* trtype, absl::string_view failure) {
+  auto transports = rpc.Call("nvmf_get_transports");
+  if (!transports.ok()) return TargetFailure(transports.status(), failure);
+  if (transports->is_array()) {
+    for (const Json& t : *transports) {
+      if (t.is_object() && SameText(t.value("trtype", Json()), trtype)) return absl::OkStatus();
+    }
+  }
+  auto created = rpc.Call("nvmf_create_transport", Json{{"trtype", trtype}});
+  if (!created.ok()) return TargetFailure(created.status(), failure);
+  spdlog::info("created the NVMe-oF {} transport", trtype);
   return absl::OkStatus();
 }
 

@@ -41,4 +41,8 @@ absl::Status ExposeNamespace(const TargetRpc& rpc, const std::string& nqn, Volum
 // absent.
 absl::Status RemoveNamespace(const TargetRpc& rpc, const std::string& nqn, const VolumeExposure& volume);
 
+// Creates the NVMe-oF transport `trtype` (e.g. "tcp") unless the target has it. Errors: as TargetFailure
+// with `failure` as the message ("NVMe/TCP transport is unavailable").
+absl::Status EnsureTransport(const TargetRpc& rpc, const char* trtype, absl::string_view failure);
+
 }  // namespace smad::agent

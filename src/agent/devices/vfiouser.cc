@@ -59,17 +59,7 @@ absl::Status VfioUserDeviceManager::Init(const Json& params) {
 }
 
 absl::Status VfioUserDeviceManager::PrepareTarget() {
-  auto transports = rpc_.Call("nvmf_get_transports");
-  if (!transports.ok()) return TargetFailure(transports.status(), kTransportFailed);
-  if (transports->is_array()) {
-    for (const Json& t : *transports) {
-      if (t.is_object() && SameText(t.value("trtype", Json()), kTransport)) return absl::OkStatus();
-    }
-  }
-  auto created = rpc_.Call("nvmf_create_transport", Json{{"trtype", kTransport}});
-  if (!created.ok()) return TargetFailure(created.status(), kTransportFailed);
-  spdlog::info("vfiouser: created the vfio-user transport");
-  return absl::OkStatus();
+  return EnsureTransport(rpc_, kTransport, kTransportFailed);
 }
 
 bool VfioUserDeviceManager::OwnsHandle(absl::string_view handle) const {
@@ -77,23 +67,14 @@ bool VfioUserDeviceManager::OwnsHandle(absl::string_view handle) const {
 }
 
 absl::StatusOr<DeviceSpec> VfioUserDeviceManager::SpecFromHandle(absl::string_view handle) const {
-  std::optional<uint32_t> id = ParseHandleNumber(handle, kHandlePrefix);
-  if (!id.has_value()) return absl::NotFoundError("Invalid device handle");
-  return DeviceSpec{std::string(handle), name_, Json{{"physical_id", *id}}};
+  return SpecFromNumberedHandle(handle, kHandlePrefix, name_);
 }
 
 absl::StatusOr<DeviceSpec> VfioUserDeviceManager::PlanDevice(const sma::CreateDeviceRequest& request,
                                                              const DeviceSpec* previous) const {
   const sma::nvme::DeviceParameters& p = request.nvme();
   if (p.virtual_id() != 0) return absl::InvalidArgumentError("Unsupported virtual_id value");
-  PciSlot slot;
-  auto bus = previous != nullptr ? SpecString(*previous, "bus") : absl::StatusOr<std::string>();
-  auto number = previous != nullptr ? SpecNumber(*previous, "slot") : absl::StatusOr<uint32_t>();
-  if (previous != nullptr && bus.ok() && number.ok()) {
-    slot = PciSlot{*bus, *number};  // the device is where it was put, whatever the buses say now
-  } else {
-    ASSIGN_OR_RETURN(slot, PlacePhysicalId(config_.buses, p.physical_id()));
-  }
+  ASSIGN_OR_RETURN(PciSlot slot, SlotForDevice(config_.buses, p.physical_id(), previous));
   DeviceSpec spec;
   spec.handle = absl::StrCat(kHandlePrefix, p.physical_id());
   spec.manager = name_;

@@ -35,9 +35,7 @@ bool VhostBlkDeviceManager::OwnsHandle(absl::string_view handle) const {
 }
 
 absl::StatusOr<DeviceSpec> VhostBlkDeviceManager::SpecFromHandle(absl::string_view handle) const {
-  std::optional<uint32_t> id = ParseHandleNumber(handle, kHandlePrefix);
-  if (!id.has_value()) return absl::NotFoundError("Invalid device handle");
-  return DeviceSpec{std::string(handle), name_, Json{{"physical_id", *id}}};
+  return SpecFromNumberedHandle(handle, kHandlePrefix, name_);
 }
 
 absl::StatusOr<DeviceSpec> VhostBlkDeviceManager::PlanDevice(const sma::CreateDeviceRequest& request,
@@ -48,14 +46,7 @@ absl::StatusOr<DeviceSpec> VhostBlkDeviceManager::PlanDevice(const sma::CreateDe
   auto uuid = Uuid::FromBytes(request.volume().volume_id());
   if (!uuid.ok()) return absl::InvalidArgumentError("Invalid volume ID");
   const std::string volume_id = uuid->ToString();
-  PciSlot slot;
-  auto bus = previous != nullptr ? SpecString(*previous, "bus") : absl::StatusOr<std::string>();
-  auto number = previous != nullptr ? SpecNumber(*previous, "slot") : absl::StatusOr<uint32_t>();
-  if (previous != nullptr && bus.ok() && number.ok()) {
-    slot = PciSlot{*bus, *number};  // the device is where it was put, whatever the buses say now
-  } else {
-    ASSIGN_OR_RETURN(slot, PlacePhysicalId(config_.buses, p.physical_id()));
-  }
+  ASSIGN_OR_RETURN(PciSlot slot, SlotForDevice(config_.buses, p.physical_id(), previous));
   if (previous != nullptr) {
     auto exposed = SpecString(*previous, "volume_id");
     if (exposed.ok() && *exposed != volume_id) {

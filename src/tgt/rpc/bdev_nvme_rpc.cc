@@ -84,7 +84,10 @@ void Attach(NvmeBdevModule& nvme, const Json& params, Responder r) {
   TridFields t = ReadTrid(p, true);
   p.String("priority", false);
   auto hostnqn = p.OptionalString("hostnqn");
-  bool prchk = p.Bool("prchk_reftag", false) | p.Bool("prchk_guard", false);
+  // Every key is read (not short-circuited) so each counts as known.
+  const bool prchk_reftag = p.Bool("prchk_reftag", false);
+  const bool prchk_guard = p.Bool("prchk_guard", false);
+  bool prchk = prchk_reftag || prchk_guard;
   ap.hdgst = p.Bool("hdgst", false);
   ap.ddgst = p.Bool("ddgst", false);
   ap.fabrics_connect_timeout_us = p.U64("fabrics_connect_timeout_us", false);
@@ -93,8 +96,10 @@ void Attach(NvmeBdevModule& nvme, const Json& params, Responder r) {
   ap.ctrlr_loss_timeout_sec = p.I32("ctrlr_loss_timeout_sec", false);
   ap.reconnect_delay_sec = p.U32("reconnect_delay_sec", false);
   ap.fast_io_fail_timeout_sec = p.U32("fast_io_fail_timeout_sec", false);
-  bool keys = p.OptionalString("psk").has_value() | p.OptionalString("dhchap_key").has_value() |
-              p.OptionalString("dhchap_ctrlr_key").has_value();
+  const bool psk = p.OptionalString("psk").has_value();
+  const bool dhchap_key = p.OptionalString("dhchap_key").has_value();
+  const bool dhchap_ctrlr_key = p.OptionalString("dhchap_ctrlr_key").has_value();
+  bool keys = psk || dhchap_key || dhchap_ctrlr_key;
   uint32_t max_bdevs = p.U32("max_bdevs", false, kDefaultMaxBdevs);
   p.Bool("allow_unrecognized_csi", false);
   p.Object("multipath_opts", false);

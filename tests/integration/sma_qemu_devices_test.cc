@@ -538,9 +538,12 @@ TEST_F(SmaQemuAndNvmfTest, UnreachableQemuDoesNotBlockRestoringOtherDevices) {
   const pid_t old_pid = smad_->TgtPid();
   ASSERT_GT(old_pid, 0);
   kill(old_pid, SIGKILL);
+  // Polled while the new target may not listen yet: no assertion on the calls themselves.
   auto restored = [&] {
-    return smad_->TgtPid() > 0 && smad_->TgtPid() != old_pid &&
-           Controller("sma-0").is_object() && Controller("sma-1").is_object() && tgt_->Namespaces(nqn).size() == 1;
+    if (smad_->TgtPid() <= 0 || smad_->TgtPid() == old_pid) return false;
+    auto controllers = tgt_->Call("vhost_get_controllers");
+    if (!controllers.ok() || !controllers->is_array() || controllers->size() != 2) return false;
+    return tgt_->Namespaces(nqn).size() == 1;
   };
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline && !restored()) {

@@ -78,46 +78,21 @@ absl::StatusOr<std::vector<int>> ParseCoreList(const std::string& text) {
 
 // --- BdevHarness -------------------------------------------------------------------------------------
 
-BdevHarness::BdevHarness(const std::vector<int>& cores, bool busy_poll) : reactors_(cores, busy_poll) {
-  control_.Start();
-  reactors_.Start();
-  OnControl([this] { manager_ = std::make_unique<tgt::BdevManager>(control_, reactors_); });
-}
-
-BdevHarness::~BdevHarness() {
-  std::promise<void> done;
-  control_.Post([&] { manager_->UnregisterAll([&] { done.set_value(); }); });
-  done.get_future().wait();
-  OnControl([this] { manager_.reset(); });
-  reactors_.Stop();
-  control_.Stop();
-  control_.Join();
-}
-
-template <typename F>
-void BdevHarness::OnControl(F fn) {
-  std::promise<void> done;
-  control_.Post([&] {
-    fn();
-    done.set_value();
-  });
-  done.get_future().wait();
-}
-
 absl::StatusOr<tgt::Bdev*> BdevHarness::CreateMalloc(const std::string& name, uint64_t num_blocks,
                                                      uint32_t block_size) {
   auto bdev = tgt::MallocBdev::Create({name, Uuid(), block_size, num_blocks});
   if (!bdev.ok()) return bdev.status();
   tgt::Bdev* raw = bdev->get();
   absl::Status status;
-  OnControl([&] { status = manager_->Register(std::move(bdev).value()); });
+  layer_.OnControl([&] { status = layer_.manager()->Register(std::move(bdev).value()); });
   if (!status.ok()) return status;
   return raw;
 }
 
 absl::Status BdevHarness::SetQos(tgt::Bdev& bdev, const tgt::QosLimits& limits) {
   std::promise<absl::Status> result;
-  control_.Post([&] { manager_->SetQos(bdev, limits, [&](absl::Status s) { result.set_value(s); }); });
+  layer_.control().Post(
+      [&] { layer_.manager()->SetQos(bdev, limits, [&](absl::Status s) { result.set_value(s); }); });
   return result.get_future().get();
 }
 

@@ -18,6 +18,7 @@
 #include "reactor/reactor.h"
 #include "tgt/bdev/bdev.h"
 #include "tgt/bdev/bdev_manager.h"
+#include "tgt/bdev/in_process_bdev_layer.h"
 
 namespace smad::bench {
 
@@ -46,13 +47,12 @@ absl::StatusOr<std::vector<int>> ParseCoreList(const std::string& text);
 // control reactor did the work. Every channel must be released before destruction (generators finished).
 class BdevHarness {
  public:
-  BdevHarness(const std::vector<int>& cores, bool busy_poll);
-  ~BdevHarness();
+  BdevHarness(const std::vector<int>& cores, bool busy_poll) : layer_(cores, busy_poll, "bench_control") {}
   BdevHarness(const BdevHarness&) = delete;
   BdevHarness& operator=(const BdevHarness&) = delete;
 
-  size_t size() { return reactors_.size(); }
-  Reactor& reactor(size_t i) { return reactors_.reactor(i); }
+  size_t size() { return layer_.reactors().size(); }
+  Reactor& reactor(size_t i) { return layer_.reactors().reactor(i); }
 
   // Creates and registers a malloc bdev; the pointer stays valid until the harness is destroyed.
   // Errors: those of MallocBdev::Create and BdevManager::Register.
@@ -61,12 +61,7 @@ class BdevHarness {
   absl::Status SetQos(tgt::Bdev& bdev, const tgt::QosLimits& limits);
 
  private:
-  template <typename F>
-  void OnControl(F fn);
-
-  Reactor control_{Reactor::Options{.name = "bench_control"}};
-  ReactorSet reactors_;
-  std::unique_ptr<tgt::BdevManager> manager_;
+  tgt::InProcessBdevLayer layer_;
 };
 
 // What an IoGenerator submits.

@@ -1,47 +1,27 @@
 #pragma once
 
-#include <future>
 #include <memory>
+#include <utility>
 
 #include "gtest/gtest.h"
-#include "reactor/reactor.h"
-#include "tgt/bdev/bdev_manager.h"
+#include "tgt/bdev/in_process_bdev_layer.h"
 
 namespace smad::testing {
 
 // In-process bdev layer for unit tests: a control reactor and two data reactors, each on its own thread,
-// and a BdevManager on the control reactor. TearDown deletes every bdev before stopping the reactors.
+// and a BdevManager on the control reactor (tgt::InProcessBdevLayer, torn down after each test).
 // Header-only, so only tests that link smad_tgt include it.
 class BdevLayerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    control_.Start();
-    reactors_.Start();
-    OnControl([this] { manager_ = std::make_unique<tgt::BdevManager>(control_, reactors_); });
-  }
-  void TearDown() override {
-    std::promise<void> done;
-    control_.Post([&] { manager_->UnregisterAll([&] { done.set_value(); }); });
-    done.get_future().wait();
-    OnControl([this] { manager_.reset(); });
-    reactors_.Stop();
-    control_.Stop();
-    control_.Join();
-  }
-  // Runs `fn` on the control reactor and waits for it.
   template <typename F>
   void OnControl(F fn) {
-    std::promise<void> done;
-    control_.Post([&] {
-      fn();
-      done.set_value();
-    });
-    done.get_future().wait();
+    layer_.OnControl(std::move(fn));
   }
 
-  Reactor control_{Reactor::Options{.name = "control"}};
-  ReactorSet reactors_{{0, 1}, false};
-  std::unique_ptr<tgt::BdevManager> manager_;
+  tgt::InProcessBdevLayer layer_{{0, 1}, false};
+  Reactor& control_ = layer_.control();
+  ReactorSet& reactors_ = layer_.reactors();
+  std::unique_ptr<tgt::BdevManager>& manager_ = layer_.manager();
 };
 
 }  // namespace smad::testing
